@@ -1,0 +1,55 @@
+# Tabular MLOps bundle. `make` alone lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-lock
+# uv from PATH if present, else the one pip installs into the base interpreter.
+UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
+DEMO_DIR ?= data/demo
+PYTEST_ARGS ?=
+
+## Show this help
+help:
+	@awk '/^## /{doc=substr($$0,4); next} /^[a-zA-Z_-]+:/{if(doc){split($$1,t,":"); printf "  %-10s %s\n", t[1], doc}; doc=""}' $(MAKEFILE_LIST)
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
+	@test -x $(BIN)/python || $(UV) venv --quiet --python $(PYTHON) $(VENV)
+	$(UV) pip sync --quiet --python $(BIN)/python requirements.txt requirements-dev.txt
+	$(UV) pip install --quiet --python $(BIN)/python --no-deps -e .
+	@touch $@
+
+## Create .venv and install the locked dependencies and the bundle (runs by itself when needed)
+install: $(STAMP)
+
+## Recompile the locks from requirements.in and requirements-dev.in
+lock:
+	$(UV) pip compile --quiet --python-version 3.11 requirements.in -o requirements.txt
+	$(UV) pip compile --quiet --python-version 3.11 requirements-dev.in -o requirements-dev.txt
+
+## Generate both data sets (with a few dirty rows) and run the validated ingest of both models
+demo: $(STAMP)
+	$(BIN)/mlops generate --dataset telco --out $(DEMO_DIR)/telco --dirty-rows 5
+	$(BIN)/mlops validate --model churn --data $(DEMO_DIR)/telco --run-id demo
+	$(BIN)/mlops generate --dataset home_credit --rows 5000 --out $(DEMO_DIR)/home_credit --dirty-rows 5
+	$(BIN)/mlops validate --model credit_risk --data $(DEMO_DIR)/home_credit --run-id demo
+	@echo "reports: reports/validation/{churn,credit_risk}/demo/summary.md"
+
+## Lint (ruff, with Airflow 3 rules) and run the test suite
+test: $(STAMP)
+	$(BIN)/ruff check dags plugins tests
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## Lint only
+lint: $(STAMP)
+	$(BIN)/ruff check dags plugins tests
+	$(BIN)/mypy
+
+## Remove generated data, reports and caches (keeps .venv)
+clean:
+	rm -rf data reports .pytest_cache .ruff_cache .mypy_cache
+
+.PHONY: help install lock demo test lint clean

@@ -1,0 +1,389 @@
+"""Typed model configs: one YAML per model under include/configs/, merged over defaults.yaml.
+
+Every YAML is parsed once into a `ModelConfig`; a bad file raises `ConfigError` naming the file,
+the field and the reason, which Airflow shows as a DagBag import error. Secrets never live here:
+connections and credentials come from the environment or Airflow connections.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from tabular_mlops import settings
+
+DEFAULTS_FILE = "defaults.yaml"
+# A key that looks like it holds a credential; such values belong in env vars or connections.
+_SECRET_KEY = re.compile(r"(password|passwd|secret|token|api_?key|access_?key|private_?key)", re.I)
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class ConfigError(ValueError):
+    """A model config that cannot be used, with the file and field it failed on."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Severity = Literal["error", "warn"]
+ColumnType = Literal["int", "float", "category", "string"]
+Probability = Annotated[float, Field(gt=0, lt=1)]
+
+
+class ColumnSpec(_Strict):
+    """One column of a raw table: its type and the row-level rules its values must meet."""
+
+    type: ColumnType
+    nullable: bool = True
+    values: list[str | int] | None = None
+    min: float | None = None
+    max: float | None = None
+    pattern: str | None = None
+    # error: a violating row goes to quarantine; warn: the row stays and the report counts it.
+    severity: Severity = "error"
+
+    @field_validator("values", mode="before")
+    @classmethod
+    def _no_yaml_booleans(cls, values: Any) -> Any:
+        # YAML 1.1 reads unquoted Yes/No/On/Off as booleans; accepting them would silently turn
+        # the allowed set {"Yes", "No"} into {1, 0}.
+        if isinstance(values, list):
+            for value in values:
+                if isinstance(value, bool):
+                    raise ValueError(f'{value!r} is a YAML boolean; quote it ("Yes", "No") to mean text')
+        return values
+
+    @model_validator(mode="after")
+    def _check_rules(self) -> ColumnSpec:
+        if self.type == "category" and not self.values:
+            raise ValueError("a category column needs its allowed 'values'")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        if (self.min is not None or self.max is not None) and self.type not in ("int", "float"):
+            raise ValueError(f"min/max only apply to int and float columns, not {self.type}")
+        if self.pattern is not None:
+            if self.type != "string":
+                raise ValueError("'pattern' only applies to string columns")
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"'pattern' is not a valid regular expression: {exc}") from exc
+        return self
+
+    @property
+    def is_numeric(self) -> bool:
+        """True for int and float columns."""
+        return self.type in ("int", "float")
+
+
+class LabelSpec(_Strict):
+    """The label column of the entity table and the positive-class rate it must show."""
+
+    column: str
+    positive: str | int
+    min_rate: float = Field(default=0.0, ge=0, le=1)
+    max_rate: float = Field(default=1.0, ge=0, le=1)
+    severity: Severity = "error"
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> LabelSpec:
+        if self.min_rate > self.max_rate:
+            raise ValueError(f"min_rate ({self.min_rate}) is greater than max_rate ({self.max_rate})")
+        return self
+
+
+class ForeignKeySpec(_Strict):
+    """A column whose values must resolve to keys of one or more parent tables."""
+
+    column: str
+    references: list[str] = Field(min_length=1)
+    min_share: float = Field(default=1.0, ge=0, le=1)
+    severity: Severity = "error"
+
+    @field_validator("references")
+    @classmethod
+    def _check_refs(cls, refs: list[str]) -> list[str]:
+        for ref in refs:
+            if ref.count(".") != 1:
+                raise ValueError(f"reference {ref!r} must read 'table.column'")
+        return refs
+
+
+class TableSpec(_Strict):
+    """One raw CSV of a data source and its dataset-level expectations."""
+
+    file: str
+    columns: dict[str, ColumnSpec] = Field(min_length=1)
+    primary_key: list[str] = Field(default_factory=list)
+    label: LabelSpec | None = None
+    min_rows: int = Field(default=1, ge=0)
+    foreign_keys: list[ForeignKeySpec] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check_columns_declared(self) -> TableSpec:
+        named = list(self.primary_key) + [fk.column for fk in self.foreign_keys]
+        if self.label is not None:
+            named.append(self.label.column)
+        for column in named:
+            if column not in self.columns:
+                raise ValueError(f"column {column!r} is used but not declared under 'columns'")
+        for column in self.primary_key:
+            if self.columns[column].nullable:
+                raise ValueError(f"primary-key column {column!r} must be declared nullable: false")
+        return self
+
+
+class DataSpec(_Strict):
+    """Where the raw tables live and how strictly they are validated."""
+
+    source: str
+    generator: Literal["home_credit", "telco"] | None = None
+    aws_conn_id: str = "aws_default"
+    max_quarantine_share: float = Field(default=0.01, ge=0, le=1)
+    tables: dict[str, TableSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check_tables(self) -> DataSpec:
+        labelled = [name for name, table in self.tables.items() if table.label is not None]
+        if len(labelled) != 1:
+            raise ValueError(f"exactly one table must declare a 'label'; found {labelled or 'none'}")
+        for name, table in self.tables.items():
+            for fk in table.foreign_keys:
+                for ref in fk.references:
+                    ref_table, ref_column = ref.split(".")
+                    if ref_table not in self.tables:
+                        raise ValueError(
+                            f"tables.{name}: foreign key {fk.column} references unknown table {ref_table!r}"
+                        )
+                    if ref_column not in self.tables[ref_table].columns:
+                        raise ValueError(
+                            f"tables.{name}: foreign key {fk.column} references unknown column {ref!r}"
+                        )
+        return self
+
+    @property
+    def label_table(self) -> str:
+        """Name of the table that carries the label (the entity table of training)."""
+        return next(name for name, table in self.tables.items() if table.label is not None)
+
+
+class FeatureSpec(_Strict):
+    """Where the feature SQL lives (under include/sql/) and which column keys an entity."""
+
+    sql_dir: str
+    entity_key: str
+
+    @field_validator("sql_dir")
+    @classmethod
+    def _relative(cls, value: str) -> str:
+        if Path(value).is_absolute() or ".." in Path(value).parts:
+            raise ValueError("sql_dir must be a folder name under include/sql/")
+        return value
+
+
+class SplitSpec(_Strict):
+    """Stratified train/validation/test split."""
+
+    test_size: Probability = 0.2
+    validation_size: Probability = 0.1
+    seed: int = 42
+
+
+class ModelSpec(_Strict):
+    """Which learner to train, its hyper-parameters and the registry entry it lands in."""
+
+    type: Literal["xgboost", "lightgbm"]
+    registered_name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    params: dict[str, Any] = Field(default_factory=dict)
+    early_stopping_rounds: int = Field(default=50, ge=1)
+    threshold: Probability = 0.5
+
+
+class GateSpec(_Strict):
+    """Minimum quality a candidate must show on the test split before promotion."""
+
+    min_auc: float = Field(ge=0.5, le=1)
+    min_accuracy: float | None = Field(default=None, ge=0, le=1)
+    # How much worse than the current production version a candidate may be and still win.
+    max_auc_drop_vs_production: float = Field(default=0.0, ge=0, le=1)
+
+
+class ScheduleSpec(_Strict):
+    """Cron expressions of the DAGs; None means triggered only (UI, CLI or Asset)."""
+
+    training: str | None = None
+    scoring: str | None = "0 2 * * *"
+    monitoring: str | None = "0 6 * * *"
+
+    @field_validator("training", "scoring", "monitoring")
+    @classmethod
+    def _valid_cron(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from croniter import croniter
+
+        if not croniter.is_valid(value):
+            raise ValueError(f"{value!r} is not a valid cron expression")
+        return value
+
+
+class MonitoringSpec(_Strict):
+    """Drift and performance thresholds that decide a breach."""
+
+    drift_share_threshold: Probability = 0.3
+    psi_threshold: float = Field(default=0.2, gt=0)
+    prediction_psi_threshold: float = Field(default=0.2, gt=0)
+    min_auc: float | None = Field(default=None, ge=0.5, le=1)
+    max_auc_drop: float = Field(default=0.05, ge=0, le=1)
+    consecutive_windows: int = Field(default=1, ge=1)
+    cooldown_hours: float = Field(default=24, ge=0)
+
+
+class AlertSpec(_Strict):
+    """Who hears about a breach and through which Airflow SMTP connection."""
+
+    recipients: list[EmailStr] = Field(min_length=1)
+    smtp_conn_id: str = "smtp_default"
+
+
+class ModelConfig(_Strict):
+    """Everything the bundle knows about one model, from raw tables to alerts."""
+
+    name: str
+    description: str = ""
+    owner: str = "ml-platform"
+    tags: list[str] = Field(default_factory=list)
+    retries: int = Field(default=2, ge=0)
+    data: DataSpec
+    features: FeatureSpec
+    model: ModelSpec
+    split: SplitSpec = SplitSpec()
+    gate: GateSpec
+    schedules: ScheduleSpec = ScheduleSpec()
+    monitoring: MonitoringSpec = MonitoringSpec()
+    alerts: AlertSpec
+    source_file: str = Field(default="", exclude=True)
+
+    @field_validator("name")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        # The name becomes part of DAG ids, Asset URIs and folder names.
+        if not _IDENTIFIER.match(value):
+            raise ValueError("name must be a Python-style identifier (letters, digits, underscores)")
+        return value
+
+    @property
+    def sql_path(self) -> Path:
+        """Folder of this model's feature SQL."""
+        return settings.sql_dir() / self.features.sql_dir
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _secret_keys(node: Any, path: str = "") -> Iterable[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            where = f"{path}.{key}" if path else str(key)
+            if _SECRET_KEY.search(str(key)):
+                yield where
+            yield from _secret_keys(value, where)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _secret_keys(value, f"{path}[{i}]")
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc.strerror}") from exc
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, not {type(raw).__name__}")
+    return raw
+
+
+def _format_errors(path: Path, exc: ValidationError) -> str:
+    lines = [f"{path}: {exc.error_count()} invalid field(s)"]
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        got = error.get("input")
+        shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
+        lines.append(f"  {field}: {error['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def load_model_config(path: Path, defaults: dict[str, Any] | None = None) -> ModelConfig:
+    """Parse one model YAML merged over the shared defaults; raise ConfigError naming file and field."""
+    path = Path(path)
+    if defaults is None:
+        defaults_path = path.parent / DEFAULTS_FILE
+        defaults = _read_yaml(defaults_path) if defaults_path.exists() else {}
+    raw = _deep_merge(defaults, _read_yaml(path))
+    secrets = list(_secret_keys(raw))
+    if secrets:
+        raise ConfigError(
+            f"{path}: {', '.join(secrets)}: secrets must not live in YAML; "
+            "use an environment variable or an Airflow connection"
+        )
+    raw.setdefault("name", path.stem)
+    try:
+        config = ModelConfig.model_validate({**raw, "source_file": str(path)})
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(path, exc)) from None
+    if config.name != path.stem:
+        raise ConfigError(f"{path}: name: {config.name!r} must match the file name {path.stem!r}")
+    return config
+
+
+def model_config_files(directory: Path | None = None) -> list[Path]:
+    """Model YAML files in a stable order (defaults.yaml and files starting with '_' excluded)."""
+    directory = Path(directory) if directory is not None else settings.config_dir()
+    return sorted(
+        p for p in directory.glob("*.yaml") if p.name != DEFAULTS_FILE and not p.name.startswith("_")
+    )
+
+
+def load_model_configs(directory: Path | None = None) -> dict[str, ModelConfig]:
+    """Every model config in the folder, keyed by model name, in file-name order."""
+    directory = Path(directory) if directory is not None else settings.config_dir()
+    defaults_path = directory / DEFAULTS_FILE
+    defaults = _read_yaml(defaults_path) if defaults_path.exists() else {}
+    configs = [load_model_config(path, defaults) for path in model_config_files(directory)]
+    return {config.name: config for config in configs}
+
+
+def get_model_config(name: str, directory: Path | None = None) -> ModelConfig:
+    """The config of one model by name; ConfigError lists the known names when it is missing."""
+    directory = Path(directory) if directory is not None else settings.config_dir()
+    path = directory / f"{name}.yaml"
+    if not path.exists():
+        known = ", ".join(p.stem for p in model_config_files(directory)) or "none"
+        raise ConfigError(f"no config for model {name!r} in {directory} (known: {known})")
+    return load_model_config(path)

@@ -1,0 +1,83 @@
+"""Shared test setup: an isolated Airflow home and bundle folders, and generated data sets.
+
+The environment is set at import, before any test module imports Airflow, so no test ever reads
+or writes the developer's own ~/airflow, data/ or reports/.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+REFERENCE_DIR = PROJECT_DIR.parent / "shared" / "reference"
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="mlops-tests-"))
+
+os.environ["AIRFLOW_HOME"] = str(_SESSION_DIR / "airflow")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(PROJECT_DIR / "dags")
+os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "True"
+os.environ["MLOPS_DATA_DIR"] = str(_SESSION_DIR / "data")
+os.environ["MLOPS_REPORTS_DIR"] = str(_SESSION_DIR / "reports")
+os.environ["GX_ANALYTICS_ENABLED"] = "false"
+os.environ.pop("MLOPS_CONFIG_DIR", None)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(_SESSION_DIR, ignore_errors=True)
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Fresh data/ and reports/ folders for one test."""
+    monkeypatch.setenv("MLOPS_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("MLOPS_REPORTS_DIR", str(tmp_path / "reports"))
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def telco_raw() -> Path:
+    """A clean generated Telco file (2,000 customers), shared read-only by the session."""
+    from tabular_mlops.generators.telco import generate_telco
+
+    out = _SESSION_DIR / "raw" / "telco"
+    generate_telco(out, rows=2000, seed=11)
+    return out
+
+
+@pytest.fixture
+def telco_copy(telco_raw: Path, tmp_path: Path) -> Iterator[Path]:
+    """A private copy of the generated Telco folder that a test may corrupt."""
+    target = tmp_path / "raw_telco"
+    shutil.copytree(telco_raw, target)
+    yield target
+
+
+@pytest.fixture(scope="session")
+def home_credit_raw() -> Path:
+    """Clean generated Home Credit tables (1,500 applicants), shared read-only by the session."""
+    from tabular_mlops.generators.home_credit import generate_home_credit
+
+    out = _SESSION_DIR / "raw" / "home_credit"
+    generate_home_credit(out, rows=1500, seed=5)
+    return out
+
+
+@pytest.fixture
+def home_credit_copy(home_credit_raw: Path, tmp_path: Path) -> Path:
+    """A private copy of the generated Home Credit folder that a test may corrupt."""
+    target = tmp_path / "raw_home_credit"
+    shutil.copytree(home_credit_raw, target)
+    return target
+
+
+@pytest.fixture
+def python_exe() -> str:
+    """The interpreter of the project's virtualenv (the one running the tests)."""
+    return sys.executable
