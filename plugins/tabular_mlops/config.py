@@ -345,7 +345,8 @@ def load_model_config(path: Path, defaults: dict[str, Any] | None = None) -> Mod
     if defaults is None:
         defaults_path = path.parent / DEFAULTS_FILE
         defaults = _read_yaml(defaults_path) if defaults_path.exists() else {}
-    raw = _deep_merge(defaults, _read_yaml(path))
+    # Top-level keys starting with "x-" only hold YAML anchors (the Compose file convention).
+    raw = {k: v for k, v in _deep_merge(defaults, _read_yaml(path)).items() if not str(k).startswith("x-")}
     secrets = list(_secret_keys(raw))
     if secrets:
         raise ConfigError(
