@@ -10,6 +10,7 @@ STAMP := $(VENV)/.installed-lock
 UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 DEMO_DIR ?= data/demo
 PYTEST_ARGS ?=
+ROWS ?= 307511
 
 ## Show this help
 help:
@@ -38,18 +39,36 @@ demo: $(STAMP)
 	$(BIN)/mlops validate --model credit_risk --data $(DEMO_DIR)/home_credit --run-id demo
 	@echo "reports: reports/validation/{churn,credit_risk}/demo/summary.md"
 
-## Lint (ruff, with Airflow 3 rules) and run the test suite
+## Lint (ruff, with Airflow 3 rules), check formatting and types, and run the test suite
 test: $(STAMP)
-	$(BIN)/ruff check dags plugins tests
+	$(BIN)/ruff check dags plugins tests benchmarks
+	$(BIN)/ruff format --check dags plugins tests benchmarks
+	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-## Lint only
+## Lint only (ruff and mypy)
 lint: $(STAMP)
-	$(BIN)/ruff check dags plugins tests
+	$(BIN)/ruff check dags plugins tests benchmarks
 	$(BIN)/mypy
+
+## Time the Home Credit generator at full scale (ROWS=307511) and report its peak memory
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_generate.py --rows $(ROWS)
+
+## Build and start the docker-compose stack (needs a Docker engine and a filled-in .env)
+up:
+	docker compose up -d --build
+
+## Stop the docker-compose stack (volumes are kept)
+down:
+	docker compose down
+
+## Follow the logs of the docker-compose stack
+logs:
+	docker compose logs -f --tail=100
 
 ## Remove generated data, reports and caches (keeps .venv)
 clean:
 	rm -rf data reports .pytest_cache .ruff_cache .mypy_cache
 
-.PHONY: help install lock demo test lint clean
+.PHONY: help install lock demo test lint bench up down logs clean

@@ -34,10 +34,6 @@ def _add_reason(reasons: np.ndarray, mask: np.ndarray, text: str) -> None:
         reasons[i] = text if reasons[i] is None else f"{reasons[i]}; {text}"
 
 
-def _shown(values: pd.Series) -> str:
-    return repr(values.iloc[0]) if len(values) else ""
-
-
 def _parse_numbers(raw: pd.Series, spec: ColumnSpec) -> tuple[pd.Series, np.ndarray]:
     """Numbers of a column and the mask of values that are present but not numbers of its type."""
     numbers = pd.to_numeric(raw, errors="coerce")

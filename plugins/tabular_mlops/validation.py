@@ -73,8 +73,11 @@ def new_context() -> AbstractDataContext:
     return context
 
 
-def _severity(level: str) -> str:
-    return "critical" if level == "error" else "warning"
+def _severity(level: str) -> Any:
+    """GX's FailureSeverity for a config severity: error -> critical, warn -> warning."""
+    from great_expectations.expectations.metadata_types import FailureSeverity
+
+    return FailureSeverity.CRITICAL if level == "error" else FailureSeverity.WARNING
 
 
 def build_expectations(table: TableSpec, present: set[str]) -> list[Any]:
@@ -82,14 +85,14 @@ def build_expectations(table: TableSpec, present: set[str]) -> list[Any]:
     import great_expectations.expectations as gxe
 
     expectations: list[Any] = [
-        gxe.ExpectTableRowCountToBeBetween(min_value=table.min_rows, severity="critical")
+        gxe.ExpectTableRowCountToBeBetween(min_value=table.min_rows, severity=_severity("error"))
     ]
     for name, spec in table.columns.items():
-        expectations.append(gxe.ExpectColumnToExist(column=name, severity="critical"))
+        expectations.append(gxe.ExpectColumnToExist(column=name, severity=_severity("error")))
         if name not in present:
             continue
         if not spec.nullable:
-            expectations.append(gxe.ExpectColumnValuesToNotBeNull(column=name, severity="critical"))
+            expectations.append(gxe.ExpectColumnValuesToNotBeNull(column=name, severity=_severity("error")))
         if spec.values is not None:
             value_set = [int(v) for v in spec.values] if spec.type == "int" else [str(v) for v in spec.values]
             expectations.append(
@@ -112,9 +115,11 @@ def build_expectations(table: TableSpec, present: set[str]) -> list[Any]:
     keys = [k for k in table.primary_key if k in present]
     if keys and len(keys) == len(table.primary_key):
         if len(keys) == 1:
-            expectations.append(gxe.ExpectColumnValuesToBeUnique(column=keys[0], severity="critical"))
+            expectations.append(gxe.ExpectColumnValuesToBeUnique(column=keys[0], severity=_severity("error")))
         else:
-            expectations.append(gxe.ExpectCompoundColumnsToBeUnique(column_list=keys, severity="critical"))
+            expectations.append(
+                gxe.ExpectCompoundColumnsToBeUnique(column_list=keys, severity=_severity("error"))
+            )
     if table.label is not None and table.label.column in present:
         expectations.append(
             gxe.ExpectColumnMeanToBeBetween(
@@ -193,6 +198,7 @@ def run_expectations(
     outcomes = []
     for item in result.results:
         config = item.expectation_config
+        assert config is not None  # GX fills it for every result of a suite run
         name, column, detail = _described(config)
         severity = "error" if str(config.severity.value) == "critical" else "warn"
         observed = item.result.get("observed_value")

@@ -121,7 +121,10 @@ def test_same_seed_same_bytes_other_seed_other_data(home_credit_raw: Path, tmp_p
     hc.generate_home_credit(tmp_path / "again", rows=1500, seed=5)
     hc.generate_home_credit(tmp_path / "other", rows=1500, seed=6)
     assert _digest(tmp_path / "again") == _digest(home_credit_raw)
-    assert _digest(tmp_path / "other")["application_train.csv"] != _digest(home_credit_raw)["application_train.csv"]
+    assert (
+        _digest(tmp_path / "other")["application_train.csv"]
+        != _digest(home_credit_raw)["application_train.csv"]
+    )
 
 
 def test_streams_in_chunks_with_ids_unique_across_chunks(
@@ -176,7 +179,9 @@ def _history_features(folder: Path, app: pd.DataFrame) -> pd.DataFrame:
     card["use"] = card["AMT_BALANCE"] / card["AMT_CREDIT_LIMIT_ACTUAL"].replace(0, np.nan)
     prev["refused"] = prev["NAME_CONTRACT_STATUS"] == "Refused"
     parts = [
-        bureau.groupby("SK_ID_CURR").agg(b_overdue=("overdue", "mean"), b_days=("CREDIT_DAY_OVERDUE", "mean")),
+        bureau.groupby("SK_ID_CURR").agg(
+            b_overdue=("overdue", "mean"), b_days=("CREDIT_DAY_OVERDUE", "mean")
+        ),
         prev.groupby("SK_ID_CURR").agg(p_refused=("refused", "mean"), p_count=("SK_ID_PREV", "size")),
         inst.groupby("SK_ID_CURR").agg(i_late=("late", "mean")),
         card.groupby("SK_ID_CURR").agg(c_use=("use", "mean"), c_dpd=("SK_DPD", "mean")),
@@ -191,7 +196,9 @@ def _auc(features: pd.DataFrame, label: pd.Series) -> float:
     x_train, x_test, y_train, y_test = train_test_split(
         features, label, test_size=0.3, random_state=0, stratify=label
     )
-    model = HistGradientBoostingClassifier(max_iter=250, learning_rate=0.05, max_leaf_nodes=15, random_state=0)
+    model = HistGradientBoostingClassifier(
+        max_iter=250, learning_rate=0.05, max_leaf_nodes=15, random_state=0
+    )
     model.fit(x_train, y_train)
     return float(roc_auc_score(y_test, model.predict_proba(x_test)[:, 1]))
 
@@ -217,7 +224,9 @@ def test_drift_shifts_inputs_and_the_label(home_credit_raw: Path, tmp_path: Path
     assert drifted["AMT_INCOME_TOTAL"].median() > 1.1 * base["AMT_INCOME_TOTAL"].median()
     assert drifted["EXT_SOURCE_3"].median() < base["EXT_SOURCE_3"].median() - 0.04
     revolving = "Revolving loans"
-    assert (drifted["NAME_CONTRACT_TYPE"] == revolving).mean() > (base["NAME_CONTRACT_TYPE"] == revolving).mean()
+    assert (drifted["NAME_CONTRACT_TYPE"] == revolving).mean() > (
+        base["NAME_CONTRACT_TYPE"] == revolving
+    ).mean()
     # The label moves too: more defaults, and the external scores say less about who defaults.
     assert drifted["TARGET"].mean() > base["TARGET"].mean() + 0.01
     base_auc = roc_auc_score(base["TARGET"], -base["EXT_SOURCE_2"].fillna(0.5))

@@ -60,8 +60,11 @@ def test_real_reference_rows_meet_every_row_rule(credit_config, reference_dir: P
     )
     assert {(e.expectation, e.table) for e in report.failures} == {
         ("expect_table_row_count_to_be_between", "application_train"),
-        *{("expect_foreign_key_to_resolve", t) for t in credit_config.data.tables if t not in
-          ("application_train", "application_test")},
+        *{
+            ("expect_foreign_key_to_resolve", t)
+            for t in credit_config.data.tables
+            if t not in ("application_train", "application_test")
+        },
     }
 
 

@@ -191,14 +191,15 @@ def build_applications(rng: np.random.Generator, who: Applicants, drift: bool) -
     col["REGION_RATING_CLIENT_W_CITY"] = np.where(rng.random(n) < 0.9, rating, np.clip(rating - 1, 1, 3))
     col["WEEKDAY_APPR_PROCESS_START"] = _pick(rng, hv.WEEKDAYS, n)
     col["HOUR_APPR_PROCESS_START"] = np.clip(np.round(rng.normal(12, 3.3, n)), 0, 23).astype(np.int64)
-    for name, rate in [
+    flag_rates: list[tuple[str, float | np.ndarray]] = [
         ("REG_REGION_NOT_LIVE_REGION", 0.015),
         ("REG_REGION_NOT_WORK_REGION", 0.05),
         ("LIVE_REGION_NOT_WORK_REGION", 0.04),
         ("REG_CITY_NOT_LIVE_CITY", 0.078 + 0.02 * (r > 1)),
         ("REG_CITY_NOT_WORK_CITY", 0.23),
         ("LIVE_CITY_NOT_WORK_CITY", 0.18),
-    ]:
+    ]
+    for name, rate in flag_rates:
         col[name] = (rng.random(n) < rate).astype(np.int64)
     organization = _pick(rng, hv.ORGANIZATION, n)
     col["ORGANIZATION_TYPE"] = np.where(no_job, "XNA", organization)
@@ -276,18 +277,20 @@ def _building_columns(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]
 # ---------------------------------------------------------------------------------------------
 
 
-def _history_counts(rng: np.random.Generator, n: int, share_with: float, extra_mean: float) -> np.ndarray:
-    """Records per applicant: none for (1 - share_with) of them, else 1 + Poisson(extra_mean)."""
+def _history_rows(
+    rng: np.random.Generator, n: int, share_with: float, extra_mean: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Records per applicant (none for 1 - share_with of them, else 1 + Poisson) and each record's owner."""
     has = rng.random(n) < share_with
-    return np.where(has, 1 + rng.poisson(extra_mean, n), 0)
+    counts = np.where(has, 1 + rng.poisson(extra_mean, n), 0)
+    return counts, np.repeat(np.arange(n), counts)
 
 
 def build_bureau(
     rng: np.random.Generator, who: Applicants, counters: Counters
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, np.ndarray]]:
     """Bureau credits and their monthly balances; also the per-applicant overdue share for TARGET."""
-    counts = _history_counts(rng, len(who.ids), 0.857, 4.6)
-    owner = np.repeat(np.arange(len(who.ids)), counts)
+    counts, owner = _history_rows(rng, len(who.ids), 0.857, 4.6)
     m = len(owner)
     ids = counters.bureau + np.arange(m)
     counters.bureau += m
@@ -396,8 +399,7 @@ def build_previous(
     rng: np.random.Generator, who: Applicants, counters: Counters
 ) -> tuple[pd.DataFrame, PreviousLoans, dict[str, np.ndarray]]:
     """Earlier Home Credit applications, with the real XNA/XAP and 365243 conventions."""
-    counts = _history_counts(rng, len(who.ids), 0.946, 3.95)
-    owner = np.repeat(np.arange(len(who.ids)), counts)
+    counts, owner = _history_rows(rng, len(who.ids), 0.946, 3.95)
     m = len(owner)
     ids = counters.prev + np.arange(m)
     counters.prev += m
@@ -542,7 +544,8 @@ def _yield_word(group: str) -> str:
 
 def build_pos_cash(rng: np.random.Generator, who: Applicants, loans: PreviousLoans) -> pd.DataFrame:
     """Monthly POS / cash-loan balances of approved instalment loans, from the decision month on."""
-    instalment = loans.contract != "Revolving loans"
+    # As in the real file, only part of the loans have monthly snapshots (~10M rows at full scale).
+    instalment = (loans.contract != "Revolving loans") & (rng.random(len(loans.prev_ids)) < 0.65)
     index = np.flatnonzero(instalment)
     start = np.floor(loans.days_decision[index] / DAYS_PER_MONTH).astype(np.int64)
     start = np.maximum(start, -MAX_HISTORY_MONTHS)
@@ -578,7 +581,7 @@ def build_installments(
     rng: np.random.Generator, who: Applicants, loans: PreviousLoans
 ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Due and paid instalments of approved instalment loans, late or short for risky payers."""
-    instalment = loans.contract != "Revolving loans"
+    instalment = (loans.contract != "Revolving loans") & (rng.random(len(loans.prev_ids)) < 0.8)
     index = np.flatnonzero(instalment)
     first_due = loans.first_due[index]
     cnt = loans.cnt_payment[index].astype(np.int64)
@@ -620,7 +623,7 @@ def build_credit_card(
     rng: np.random.Generator, who: Applicants, loans: PreviousLoans
 ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Monthly credit-card balances of approved revolving loans, utilisation driven by card habits."""
-    index = np.flatnonzero(loans.contract == "Revolving loans")
+    index = np.flatnonzero((loans.contract == "Revolving loans") & (rng.random(len(loans.prev_ids)) < 0.55))
     start = np.maximum(
         np.floor(loans.days_decision[index] / DAYS_PER_MONTH).astype(np.int64), -MAX_HISTORY_MONTHS
     )

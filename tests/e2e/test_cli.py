@@ -1,0 +1,71 @@
+"""The installed `mlops` command, run as a user runs it: exit codes, progress, JSON last line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from tests.helpers import last_json, run_mlops
+
+
+def test_generate_then_validate_with_dirty_rows(tmp_path: Path, workspace: Path) -> None:
+    out = tmp_path / "telco"
+    generated = run_mlops(
+        "generate", "--dataset", "telco", "--out", str(out), "--rows", "600", "--dirty-rows", "3"
+    )
+    assert generated.returncode == 0, generated.stderr
+    summary = last_json(generated)
+    assert summary["rows"] == {"WA_Fn-UseC_-Telco-Customer-Churn.csv": 600}
+    assert len(summary["dirty_rows"]) == 3
+
+    validated = run_mlops("validate", "--model", "churn", "--data", str(out), "--run-id", "cli")
+    assert validated.returncode == 0, validated.stderr
+    result = last_json(validated)
+    assert result["status"] in ("passed", "passed_with_warnings")
+    assert result["tables"]["customers"]["quarantined"] == 3
+    assert result["tables"]["customers"]["written"] == 597
+    assert "[mlops] customers:" in validated.stderr  # progress goes to stderr
+    assert Path(result["report"]).is_file()
+    assert (workspace / "data" / "interim" / "churn" / "cli" / "customers.parquet").is_file()
+
+
+def test_broken_file_exits_1_and_names_the_failed_expectation(telco_copy: Path, workspace: Path) -> None:
+    path = telco_copy / "WA_Fn-UseC_-Telco-Customer-Churn.csv"
+    pd.read_csv(path, dtype=str, keep_default_na=False).drop(columns=["Contract"]).to_csv(path, index=False)
+    result = run_mlops("validate", "--model", "churn", "--data", str(telco_copy), "--run-id", "broken")
+    assert result.returncode == 1
+    summary = last_json(result)
+    assert summary["status"] == "failed"
+    assert any("customers.Contract" in line for line in summary["failures"])
+    assert "expect_column_to_exist on customers.Contract" in result.stderr
+    assert not (workspace / "data" / "interim" / "churn" / "broken").exists()
+
+
+def test_unknown_model_and_missing_folder_are_clear_errors(tmp_path: Path, workspace: Path) -> None:
+    unknown = run_mlops("validate", "--model", "fraud", "--data", str(tmp_path))
+    assert unknown.returncode == 2
+    assert "fraud" in unknown.stderr and "churn" in unknown.stderr  # names what exists
+
+    missing = run_mlops("validate", "--model", "churn", "--data", str(tmp_path / "nowhere"))
+    assert missing.returncode == 1
+    assert f"{tmp_path / 'nowhere'}: data folder does not exist" in missing.stderr
+
+
+def test_bad_arguments_exit_2_with_usage(tmp_path: Path) -> None:
+    result = run_mlops("generate", "--dataset", "mnist", "--out", str(tmp_path))
+    assert result.returncode == 2 and "invalid choice: 'mnist'" in result.stderr
+    rows = run_mlops("generate", "--dataset", "telco", "--out", str(tmp_path), "--rows", "0")
+    assert rows.returncode != 0 and "--rows must be at least 1" in rows.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_home_credit_generation_prints_progress_and_counts(tmp_path: Path) -> None:
+    result = run_mlops(
+        "generate", "--dataset", "home_credit", "--out", str(tmp_path), "--rows", "300", "--seed", "4"
+    )
+    assert result.returncode == 0, result.stderr
+    summary = last_json(result)
+    assert summary["rows"]["application_train.csv"] == 300
+    assert set(summary["rows"]) == {p.name for p in tmp_path.iterdir()}
+    assert "home_credit: " in result.stderr and "applicants" in result.stderr

@@ -1,0 +1,56 @@
+"""Helpers shared by test modules: running the installed CLI and waiting for loopback servers."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+BIN = Path(sys.executable).parent
+
+
+def run_mlops(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed mlops command as a user would and return the finished process."""
+    return subprocess.run(
+        [str(BIN / "mlops"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def last_json(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    """The JSON summary the CLI prints as its last stdout line."""
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_http(url: str, timeout: float = 30.0) -> None:
+    """Poll url until it answers (any HTTP status) or raise after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)  # noqa: S310 - loopback test server
+            return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{url} did not answer within {timeout:.0f}s") from None
+            time.sleep(0.2)
