@@ -1,35 +1,67 @@
 """
 ### `<model>_training`: one DAG per model config in `include/configs/`
 
-The training chain of a model, starting from its raw tables:
+The training chain of a model, from its raw tables to a promoted registry version:
 
-1. **data_ingest**: reads the raw CSVs named in the config (local folder or `s3://` prefix,
-   Param `data` overrides the config's `data.source`), sets malformed rows aside in a quarantine
-   file with their source line and reason, validates every table with its Great Expectations
-   suite and publishes typed parquet tables under `data/interim/<model>/<run_id>/`.
-   An `error` expectation failing stops the run here; the report is in
-   `reports/validation/<model>/<run_id>/summary.md` either way.
+1. **data_ingest**: validates the raw CSVs (folder or `s3://`, Param `data` overrides the config's
+   `data.source`), quarantines malformed rows, runs the Great Expectations suites and publishes
+   typed parquet tables under `data/interim/<model>/<run>/`. An `error` expectation stops the run.
+2. **build_features**: runs the model's SQL in `include/sql/<model>/` with DuckDB.
+3. **train**: fits XGBoost or LightGBM (from the YAML) with early stopping, logs one MLflow pyfunc
+   with preprocessing, signature, input example and lineage, and registers it as a new version.
+4. **evaluate**: scores the candidate and the current `production` version on the same test rows;
+   metrics, plots and a model card in `reports/evaluation/<model>/<run>/` and in the MLflow run.
+5. **gate**: floors, non-inferiority to production (paired bootstrap), calibration and slices.
+   A refused candidate fails the run visibly; nothing is promoted.
+6. **promote**: moves alias `production` to the candidate and `previous` to the one it replaced
+   (Param `dry_run` computes everything and moves nothing).
 
-The feature, training, evaluation, gate and registry stages extend this chain.
-A new model is a new YAML plus its SQL; this file does not change.
+Scheduled by the config's `schedules.training` and by the `retrain/<model>` Asset that the
+monitoring DAG emits. A new model is a new YAML plus its SQL; this file does not change.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
-from airflow.sdk import Param, dag, get_parsing_context, task
+from airflow.sdk import Asset, Param, dag, get_parsing_context, task
 from tabular_mlops.config import ModelConfig, load_model_configs
+
+
+def retrain_asset(model: str) -> Asset:
+    """The Asset the monitoring DAG emits to ask for a retrain of `model`."""
+    return Asset(name=f"retrain/{model}", uri=f"mlops://retrain/{model}")
+
+
+def model_asset(model: str) -> Asset:
+    """The Asset updated whenever a new version of `model` goes to production."""
+    return Asset(name=f"model/{model}", uri=f"mlops://model/{model}")
+
+
+def _schedule(config: ModelConfig) -> Any:
+    """Retrain requests always trigger a run; a cron in the config adds time-based runs."""
+    if config.schedules.training is None:
+        return [retrain_asset(config.name)]
+    from airflow.timetables.assets import AssetOrTimeSchedule
+    from airflow.timetables.trigger import CronTriggerTimetable
+
+    return AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable(config.schedules.training, timezone="UTC"),
+        assets=[retrain_asset(config.name)],
+    )
 
 
 def build_training_dag(config: ModelConfig) -> object:
     """The training DAG of one model config."""
+    dag_id = f"{config.name}_training"
+    registry_retries = {"retries": config.retries, "retry_exponential_backoff": True}
 
     @dag(
-        dag_id=f"{config.name}_training",
+        dag_id=dag_id,
         description=config.description or f"Training chain of {config.name}",
         doc_md=__doc__,
-        schedule=config.schedules.training,
+        schedule=_schedule(config),
         start_date=datetime(2026, 1, 1),
         catchup=False,
         max_active_runs=1,
@@ -37,25 +69,115 @@ def build_training_dag(config: ModelConfig) -> object:
         default_args={
             "owner": config.owner,
             "retries": config.retries,
-            "retry_delay": timedelta(minutes=2),
+            "retry_delay": timedelta(minutes=1),
+            "retry_exponential_backoff": True,
+            "max_retry_delay": timedelta(minutes=15),
         },
         params={
             "data": Param(
                 None,
                 type=["null", "string"],
-                description="Raw data folder or s3://bucket/prefix; empty uses data.source of the config.",
+                title="Raw data location",
+                description="Folder or s3://bucket/prefix of the raw CSVs; empty uses data.source of the config.",
+            ),
+            "min_auc": Param(
+                None,
+                type=["null", "number"],
+                minimum=0.5,
+                maximum=1,
+                title="Minimum test ROC AUC",
+                description=f"Override the gate's AUC floor (config: {config.gate.min_auc}).",
+            ),
+            "min_accuracy": Param(
+                None,
+                type=["null", "number"],
+                minimum=0,
+                maximum=1,
+                title="Minimum test accuracy",
+                description=f"Override the gate's accuracy floor (config: {config.gate.min_accuracy}).",
+            ),
+            "dry_run": Param(
+                False,
+                type="boolean",
+                title="Dry run",
+                description="Train, evaluate and gate, but move no registry alias.",
             ),
         },
     )
     def training() -> None:
-        @task
+        @task(retries=0)
         def data_ingest(params: dict | None = None, run_id: str | None = None) -> str:
             """Validate the raw tables and publish the typed interim tables; return their folder."""
             from tabular_mlops.ingest import run_data_ingest
 
             return run_data_ingest(config.name, (params or {}).get("data"), run_id or "manual")
 
-        data_ingest()
+        @task
+        def build_features(interim_dir: str, run_id: str | None = None) -> str:
+            """Run the feature SQL over the interim tables; return the feature table's path."""
+            from tabular_mlops.ingest import safe_run_id
+            from tabular_mlops.pipeline import build_features as build
+
+            return build(config.name, interim_dir, safe_run_id(run_id or "manual"))
+
+        @task(**registry_retries)
+        def train(interim_dir: str, features_path: str, run_id: str | None = None) -> dict:
+            """Fit, log and register the candidate; return its MLflow run id and version."""
+            from tabular_mlops.pipeline import train as fit
+
+            return fit(
+                config.name, interim_dir, features_path, origin={"dag_id": dag_id, "run_id": run_id or ""}
+            )
+
+        @task(**registry_retries)
+        def evaluate(candidate: dict) -> dict:
+            """Score candidate and production on the test rows; log metrics and plots."""
+            from tabular_mlops.config import get_model_config
+            from tabular_mlops.promotion import evaluate_candidate
+
+            summary = evaluate_candidate(
+                get_model_config(config.name), candidate["run_id"], candidate["version"]
+            )
+            return {
+                "run_id": candidate["run_id"],
+                "version": candidate["version"],
+                "metrics": summary["metrics"],
+            }
+
+        @task(**registry_retries)
+        def gate(candidate: dict, params: dict | None = None) -> dict:
+            """Judge the candidate against the floors and production; fail the run when refused."""
+            from airflow.sdk.exceptions import AirflowFailException
+
+            from tabular_mlops.config import get_model_config
+            from tabular_mlops.promotion import GateOverrides, gate_candidate
+
+            params = params or {}
+            overrides = GateOverrides(min_auc=params.get("min_auc"), min_accuracy=params.get("min_accuracy"))
+            verdict = gate_candidate(get_model_config(config.name), candidate["run_id"], overrides)
+            if not verdict["passed"]:
+                raise AirflowFailException(
+                    f"gate refused version {candidate['version']}: " + "; ".join(verdict["reasons"])
+                )
+            return {"run_id": candidate["run_id"], "version": candidate["version"], "passed": True}
+
+        @task(outlets=[model_asset(config.name)], **registry_retries)
+        def promote(candidate: dict, params: dict | None = None, run_id: str | None = None) -> dict:
+            """Move production to the candidate (unless dry_run); previous keeps the replaced version."""
+            from tabular_mlops.config import get_model_config
+            from tabular_mlops.promotion import promote_candidate
+
+            return promote_candidate(
+                get_model_config(config.name),
+                candidate["run_id"],
+                dry_run=bool((params or {}).get("dry_run")),
+                origin={"dag_id": dag_id, "run_id": run_id or ""},
+            )
+
+        interim = data_ingest()
+        features = build_features(interim)
+        candidate = train(interim, features)
+        promote(gate(evaluate(candidate)))
 
     return training()
 

@@ -89,6 +89,66 @@ def _validation_summary(report: Any) -> dict[str, Any]:
     }
 
 
+def _train(args: argparse.Namespace) -> int:
+    from tabular_mlops.config import get_model_config
+    from tabular_mlops.ingest import IngestFailed
+    from tabular_mlops.pipeline import run_training_chain
+    from tabular_mlops.promotion import GateOverrides
+
+    config = get_model_config(args.model)
+    overrides = GateOverrides(min_auc=args.min_auc, min_accuracy=args.min_accuracy)
+    try:
+        result = run_training_chain(
+            config, args.data, args.run_id, overrides, dry_run=args.dry_run, progress=_progress
+        )
+    except IngestFailed as exc:
+        print(str(exc), file=sys.stderr)
+        _emit({"model": args.model, "status": "failed", "stage": "data_ingest", "promoted": False})
+        return EXIT_FAILED
+    if not result["gate"]["passed"]:
+        _progress("gate refused the candidate: " + "; ".join(result["gate"]["reasons"]))
+    elif result["promoted"]:
+        _progress(f"promoted {result['registered_name']} version {result['version']} to production")
+    _emit(result)
+    return EXIT_OK if result["gate"]["passed"] else EXIT_FAILED
+
+
+def _promote(args: argparse.Namespace) -> int:
+    from tabular_mlops import registry, tracking
+    from tabular_mlops.config import get_model_config
+
+    name = tracking.registered_name(get_model_config(args.model).model.registered_name)
+    move = registry.promote(name, args.version, registry.actor(), reason=args.reason or "manual promotion")
+    _emit(move.to_dict())
+    return EXIT_OK
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    from tabular_mlops import registry, tracking
+    from tabular_mlops.config import get_model_config
+
+    name = tracking.registered_name(get_model_config(args.model).model.registered_name)
+    move = registry.rollback(name, registry.actor(), reason=args.reason or "manual rollback")
+    _emit(move.to_dict())
+    return EXIT_OK
+
+
+def _history(args: argparse.Namespace) -> int:
+    from tabular_mlops import registry, tracking
+    from tabular_mlops.config import get_model_config
+
+    name = tracking.registered_name(get_model_config(args.model).model.registered_name)
+    moves = registry.history(name)
+    for move in moves:
+        print(
+            f"{move['at']}  {move['action']:<8} v{move['from_version'] or '-'} -> v{move['to_version']}"
+            f"  by {move['actor']}  {move.get('reason', '')}",
+            file=sys.stderr,
+        )
+    _emit({"model": args.model, "registered_name": name, "moves": moves})
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Argument parser of the mlops command."""
     parser = argparse.ArgumentParser(prog="mlops", description=__doc__)
@@ -119,6 +179,30 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("--data", default=None, help="raw data folder or s3:// prefix (default: the config's)")
     val.add_argument("--run-id", default=None, help="run id for output folders (default: cli_<UTC time>)")
     val.set_defaults(handler=_validate)
+
+    tr = sub.add_parser("train", help="validate, build features, train, evaluate, gate and promote")
+    tr.add_argument("--model", required=True)
+    tr.add_argument("--data", default=None, help="raw data folder or s3:// prefix (default: the config's)")
+    tr.add_argument("--run-id", default=None, help="run id of the ingest/feature folders")
+    tr.add_argument("--min-auc", type=float, default=None, help="override the gate's AUC floor")
+    tr.add_argument("--min-accuracy", type=float, default=None, help="override the gate's accuracy floor")
+    tr.add_argument("--dry-run", action="store_true", help="compute and report everything, move no alias")
+    tr.set_defaults(handler=_train)
+
+    pr = sub.add_parser("promote", help="point the production alias at a version (previous keeps the old)")
+    pr.add_argument("--model", required=True)
+    pr.add_argument("--version", required=True)
+    pr.add_argument("--reason", default=None)
+    pr.set_defaults(handler=_promote)
+
+    rb = sub.add_parser("rollback", help="move production back to the previous version")
+    rb.add_argument("--model", required=True)
+    rb.add_argument("--reason", default=None)
+    rb.set_defaults(handler=_rollback)
+
+    hi = sub.add_parser("history", help="print every recorded move of the production alias")
+    hi.add_argument("--model", required=True)
+    hi.set_defaults(handler=_history)
     return parser
 
 
@@ -128,9 +212,17 @@ def main(argv: list[str] | None = None) -> int:
     from tabular_mlops.storage import StorageError
 
     args = build_parser().parse_args(argv)
+    known: tuple[type[Exception], ...] = (ConfigError, StorageError, ValueError)
+    if args.command in ("train", "promote", "rollback", "history"):
+        from mlflow.exceptions import MlflowException
+
+        from tabular_mlops.features import FeatureBuildError
+        from tabular_mlops.registry import RegistryError
+
+        known = (*known, FeatureBuildError, RegistryError, MlflowException)
     try:
         return int(args.handler(args))
-    except (ConfigError, StorageError, ValueError) as exc:
+    except known as exc:
         print(f"mlops {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILED
 

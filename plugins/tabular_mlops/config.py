@@ -187,6 +187,11 @@ class FeatureSpec(_Strict):
 
     sql_dir: str
     entity_key: str
+    # raw: the logged model takes the entity table's raw record and runs the SQL itself (churn);
+    # features: it takes a row of the feature table built by the SQL (credit_risk's feature store).
+    model_input: Literal["raw", "features"] = "features"
+    # Standardise numeric features (linear-model habit of the churn playbook; trees do not need it).
+    scale_numeric: bool = False
 
     @field_validator("sql_dir")
     @classmethod
@@ -212,6 +217,8 @@ class ModelSpec(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
     early_stopping_rounds: int = Field(default=50, ge=1)
     threshold: Probability = 0.5
+    # Class weighting of positives: none, balanced (neg/pos) or sqrt (its square root, milder).
+    imbalance: Literal["none", "balanced", "sqrt"] = "none"
 
 
 class GateSpec(_Strict):
@@ -219,8 +226,15 @@ class GateSpec(_Strict):
 
     min_auc: float = Field(ge=0.5, le=1)
     min_accuracy: float | None = Field(default=None, ge=0, le=1)
-    # How much worse than the current production version a candidate may be and still win.
-    max_auc_drop_vs_production: float = Field(default=0.0, ge=0, le=1)
+    # How much worse than the current production version a candidate may be and still win: the
+    # lower bound of the paired bootstrap interval of the AUC difference must stay above -this.
+    max_auc_drop_vs_production: float = Field(default=0.01, ge=0, le=1)
+    max_brier_increase: float = Field(default=0.01, ge=0, le=1)
+    # Columns of the entity table whose values are slices with their own AUC floor.
+    slices: list[str] = Field(default_factory=list)
+    slice_min_auc: float | None = Field(default=None, ge=0.5, le=1)
+    slice_min_positives: int = Field(default=30, ge=1)
+    bootstrap_rounds: int = Field(default=1000, ge=100)
 
 
 class ScheduleSpec(_Strict):

@@ -1,0 +1,140 @@
+"""The feature_build stage: a model's SQL files in include/sql/<model>/ run by DuckDB over its tables.
+
+Tables are bound as DuckDB views by name through the relation API (no path or user value is ever
+pasted into SQL). Every `.sql` file holds one select and becomes a view named after the file; the
+files run in dependency order (a file runs after every file whose name it mentions), and the view
+`features` is the result: one row per entity.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tabular_mlops.config import ModelConfig
+
+FINAL_VIEW = "features"
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class FeatureBuildError(RuntimeError):
+    """The feature SQL could not run; the message names the file and DuckDB's reason."""
+
+
+def read_sql_folder(folder: Path) -> dict[str, str]:
+    """The SQL files of a folder as {view name: select text}, in the order they must run."""
+    files = sorted(Path(folder).glob("*.sql"))
+    if not files:
+        raise FeatureBuildError(f"{folder}: no .sql files")
+    texts: dict[str, str] = {}
+    for path in files:
+        if not _IDENTIFIER.match(path.stem):
+            raise FeatureBuildError(f"{path}: the file name must be a plain identifier (it becomes a view)")
+        texts[path.stem] = path.read_text().strip().rstrip(";")
+    if FINAL_VIEW not in texts:
+        raise FeatureBuildError(f"{folder}: {FINAL_VIEW}.sql (the final feature query) is missing")
+    return _dependency_order(texts)
+
+
+def _dependency_order(texts: dict[str, str]) -> dict[str, str]:
+    """Order views so each runs after the views it mentions; stable by name otherwise."""
+    mentions = {
+        name: {other for other in texts if other != name and re.search(rf"\b{other}\b", sql)}
+        for name, sql in texts.items()
+    }
+    ordered: dict[str, str] = {}
+    while len(ordered) < len(texts):
+        ready = sorted(n for n in texts if n not in ordered and mentions[n] <= set(ordered))
+        if not ready:
+            stuck = sorted(set(texts) - set(ordered))
+            raise FeatureBuildError(f"feature SQL files refer to each other in a cycle: {stuck}")
+        for name in ready:
+            ordered[name] = texts[name]
+    return ordered
+
+
+def run_feature_sql(con: Any, sql: dict[str, str]) -> Any:
+    """Create every view in order on an open DuckDB connection; return the `features` relation."""
+    import duckdb
+
+    for name, text in sql.items():
+        try:
+            con.execute(f"create or replace view {name} as {text}")  # name: checked identifier
+        except duckdb.Error as exc:
+            raise FeatureBuildError(f"{name}.sql: {exc}") from exc
+    try:
+        return con.sql(f"select * from {FINAL_VIEW}")
+    except duckdb.Error as exc:
+        raise FeatureBuildError(f"{FINAL_VIEW}.sql: {exc}") from exc
+
+
+def bind_frames(con: Any, frames: dict[str, Any]) -> None:
+    """Register in-memory pandas frames as views under their table names."""
+    for name, frame in frames.items():
+        con.register(name, frame)
+
+
+def bind_parquet(con: Any, tables: dict[str, Path]) -> None:
+    """Bind typed parquet tables as views under their table names."""
+    for name, path in tables.items():
+        con.read_parquet(str(path)).create_view(name, replace=True)
+
+
+def features_from_frames(sql: dict[str, str], frames: dict[str, Any]) -> Any:
+    """Run the feature SQL over in-memory frames (used inside the logged model); return pandas."""
+    import duckdb
+
+    with duckdb.connect() as con:
+        bind_frames(con, frames)
+        return run_feature_sql(con, sql).df()
+
+
+@dataclass
+class FeatureBuild:
+    """Where the feature table landed and what it holds."""
+
+    path: Path
+    columns_path: Path
+    rows: int
+    columns: list[str]
+    seconds: float
+
+
+def build_feature_table(config: ModelConfig, interim_dir: Path, out_dir: Path) -> FeatureBuild:
+    """Run the model's SQL over its interim parquet tables; write features.parquet and the column list."""
+    import time
+
+    import duckdb
+    import pyarrow.parquet as pq
+
+    started = time.perf_counter()
+    interim_dir = Path(interim_dir)
+    tables = {name: interim_dir / f"{name}.parquet" for name in config.data.tables}
+    missing = [str(p) for p in tables.values() if not p.is_file()]
+    if missing:
+        raise FeatureBuildError(f"interim tables missing (run data_ingest first): {', '.join(missing)}")
+    sql = read_sql_folder(config.sql_path)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / "features.parquet"
+    tmp = target.with_name(".features.parquet.tmp")
+    with duckdb.connect() as con:
+        con.execute("set preserve_insertion_order = false")
+        bind_parquet(con, tables)
+        relation = run_feature_sql(con, sql)
+        columns = list(relation.columns)
+        key = config.features.entity_key
+        if key not in columns:
+            raise FeatureBuildError(f"{FINAL_VIEW}.sql must select the entity key {key!r}")
+        arrow = relation.to_arrow_table()
+    duplicated = arrow.column(key).to_pandas().duplicated()
+    if duplicated.any():
+        raise FeatureBuildError(f"{FINAL_VIEW}.sql returns {int(duplicated.sum())} duplicate {key} value(s)")
+    pq.write_table(arrow, tmp)
+    tmp.replace(target)
+    columns_path = out_dir / "feature_columns.json"
+    feature_columns = [c for c in columns if c != key]
+    columns_path.write_text(json.dumps(feature_columns, indent=1))
+    return FeatureBuild(target, columns_path, arrow.num_rows, feature_columns, time.perf_counter() - started)

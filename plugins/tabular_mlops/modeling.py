@@ -1,0 +1,185 @@
+"""The model that gets logged: preprocessing and booster in one MLflow pyfunc.
+
+`TabularClassifier` takes what the outside world has (the raw entity record for churn, the feature
+store row for credit_risk), runs the model's own SQL when its input is raw, encodes categories with
+the encoder fitted at training time (unseen or missing categories become all-zero one-hot columns,
+so columns never shift) and returns the probability of the positive class.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tabular_mlops.config import ModelConfig, ModelSpec
+
+PROBABILITY = "probability"
+
+
+def split_columns(frame: pd.DataFrame, exclude: set[str]) -> tuple[list[str], list[str]]:
+    """Categorical (text) and numeric feature columns of a frame, minus the excluded ones."""
+    categorical, numeric = [], []
+    for column in frame.columns:
+        if column in exclude:
+            continue
+        kind = frame[column].dtype.kind
+        (numeric if kind in "biuf" else categorical).append(column)
+    return categorical, numeric
+
+
+def build_preprocessor(categorical: list[str], numeric: list[str], scale_numeric: bool) -> Any:
+    """One-hot for categories (unknown -> all zeros), numbers passed through or standardised."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    encoder = make_pipeline(
+        SimpleImputer(strategy="constant", fill_value="__missing__"),
+        OneHotEncoder(handle_unknown="ignore", min_frequency=5, sparse_output=False, dtype=np.float32),
+    )
+    numbers: Any = "passthrough"
+    if scale_numeric:
+        numbers = make_pipeline(SimpleImputer(strategy="median"), StandardScaler())
+    transformer = ColumnTransformer(
+        [("categorical", encoder, categorical), ("numeric", numbers, numeric)],
+        remainder="drop",
+        verbose_feature_names_out=False,
+    )
+    return transformer.set_output(transform="pandas")
+
+
+def positive_weight(spec: ModelSpec, y: np.ndarray) -> float:
+    """Weight of the positive class from the configured imbalance handling."""
+    positives = max(int(y.sum()), 1)
+    ratio = (len(y) - positives) / positives
+    return {"none": 1.0, "balanced": ratio, "sqrt": float(np.sqrt(ratio))}[spec.imbalance]
+
+
+def build_estimator(spec: ModelSpec, pos_weight: float, seed: int) -> Any:
+    """XGBoost or LightGBM classifier with the YAML's parameters and early stopping on AUC."""
+    params = dict(spec.params)
+    if spec.type == "xgboost":
+        from xgboost import XGBClassifier
+
+        params.setdefault("n_jobs", 2)
+        return XGBClassifier(
+            **params,
+            scale_pos_weight=pos_weight,
+            eval_metric="auc",
+            early_stopping_rounds=spec.early_stopping_rounds,
+            random_state=seed,
+        )
+    from lightgbm import LGBMClassifier
+
+    params.setdefault("n_jobs", 2)
+    params.setdefault("verbose", -1)
+    return LGBMClassifier(**params, scale_pos_weight=pos_weight, random_state=seed)
+
+
+def fit_estimator(
+    spec: ModelSpec, estimator: Any, x_train: Any, y_train: Any, x_valid: Any, y_valid: Any
+) -> int:
+    """Fit with early stopping on the validation split; return the best iteration count."""
+    if spec.type == "xgboost":
+        estimator.fit(x_train, y_train, eval_set=[(x_valid, y_valid)], verbose=False)
+        return int(estimator.best_iteration) + 1
+    import lightgbm
+
+    estimator.fit(
+        x_train,
+        y_train,
+        eval_set=[(x_valid, y_valid)],
+        eval_metric="auc",
+        callbacks=[lightgbm.early_stopping(spec.early_stopping_rounds, verbose=False)],
+    )
+    return int(estimator.best_iteration_ or estimator.n_estimators)
+
+
+def feature_importance(estimator: Any, names: list[str]) -> pd.Series:
+    """Gain-style importance per encoded feature, largest first."""
+    values = np.asarray(estimator.feature_importances_, dtype=float)
+    return pd.Series(values, index=names).sort_values(ascending=False)
+
+
+def _pyfunc_base() -> type:
+    import mlflow.pyfunc
+
+    return mlflow.pyfunc.PythonModel  # type: ignore[no-any-return]
+
+
+class TabularClassifier(_pyfunc_base()):  # type: ignore[misc]
+    """MLflow pyfunc: input record(s) -> probability of the positive class."""
+
+    def __init__(
+        self,
+        model_name: str,
+        input_kind: str,
+        entity_table: str,
+        entity_key: str,
+        sql: dict[str, str] | None,
+        feature_columns: list[str],
+        preprocessor: Any,
+        estimator: Any,
+    ) -> None:
+        self.model_name = model_name
+        self.input_kind = input_kind
+        self.entity_table = entity_table
+        self.entity_key = entity_key
+        self.sql = sql
+        self.feature_columns = feature_columns
+        self.preprocessor = preprocessor
+        self.estimator = estimator
+
+    def feature_rows(self, model_input: pd.DataFrame) -> pd.DataFrame:
+        """All feature-table columns for the input: the model's SQL for raw records, else the input."""
+        frame = pd.DataFrame(model_input).reset_index(drop=True)
+        if self.input_kind == "raw":
+            from tabular_mlops.features import features_from_frames
+
+            built = features_from_frames(self.sql or {}, {self.entity_table: frame})
+            keys = frame[self.entity_key] if self.entity_key in frame else None
+            if keys is not None and keys.notna().all() and keys.is_unique and len(built) == len(frame):
+                # SQL keeps the entity key, not necessarily row order: restore the caller's order.
+                built = built.set_index(self.entity_key).loc[keys.to_numpy()].reset_index()
+            frame = built
+        return frame
+
+    def features(self, model_input: pd.DataFrame) -> pd.DataFrame:
+        """The model's feature columns for the input; absent ones are missing values, not errors."""
+        frame = self.feature_rows(model_input)
+        missing = [c for c in self.feature_columns if c not in frame.columns]
+        for column in missing:
+            frame[column] = np.nan
+        return frame[self.feature_columns]
+
+    def predict_proba(self, model_input: pd.DataFrame) -> np.ndarray:
+        """Probability of the positive class per input row."""
+        encoded = self.preprocessor.transform(self.features(model_input))
+        return np.asarray(self.estimator.predict_proba(encoded)[:, 1], dtype=float)
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> Any:
+        """pyfunc entry point: a frame with one `probability` column."""
+        return pd.DataFrame({PROBABILITY: self.predict_proba(model_input)})
+
+
+def make_classifier(
+    config: ModelConfig,
+    sql: dict[str, str] | None,
+    feature_columns: list[str],
+    preprocessor: Any,
+    estimator: Any,
+) -> TabularClassifier:
+    """The pyfunc for a model config and its fitted parts."""
+    return TabularClassifier(
+        model_name=config.name,
+        input_kind=config.features.model_input,
+        entity_table=config.data.label_table,
+        entity_key=config.features.entity_key,
+        sql=sql if config.features.model_input == "raw" else None,
+        feature_columns=feature_columns,
+        preprocessor=preprocessor,
+        estimator=estimator,
+    )

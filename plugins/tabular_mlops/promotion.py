@@ -1,0 +1,234 @@
+"""The evaluate, gate and promote stages of a trained candidate.
+
+evaluate scores the candidate and the current production version on the same held-out rows,
+writes metrics and plots to `reports/evaluation/<model>/<run>/` and the MLflow run; gate judges
+the candidate (floors, non-inferiority to production, calibration, slices) and writes the
+verdict and a model card onto the version; promote moves the `production` alias only when the
+gate passed and this is not a dry run. Each stage reads what the previous one left in the
+run's working folder, so the three can run as separate Airflow tasks on different workers.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tabular_mlops import registry, settings, tracking
+from tabular_mlops.config import ModelConfig
+from tabular_mlops.training import LABEL, TEST_ROWS, signature_frame, work_dir_for
+
+SCORES = "test_scores.parquet"
+EVALUATION = "evaluation.json"
+VERDICT = "gate_verdict.json"
+
+
+class GateRefused(RuntimeError):
+    """The candidate did not pass the quality gate; the message lists the failed checks."""
+
+    def __init__(self, message: str, verdict: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.verdict = verdict
+
+
+@dataclass
+class GateOverrides:
+    """Per-run overrides of the config's gate floors (UI Params, CLI flags)."""
+
+    min_auc: float | None = None
+    min_accuracy: float | None = None
+
+
+def evaluation_dir(config: ModelConfig, run_id: str) -> Path:
+    """reports/evaluation/<model>/<run>/."""
+    return settings.reports_dir() / "evaluation" / config.name / run_id
+
+
+def _score(model_uri: str, rows: pd.DataFrame) -> np.ndarray:
+    import mlflow
+
+    model = mlflow.pyfunc.load_model(model_uri)
+    return np.asarray(model.predict(signature_frame(rows))["probability"], dtype=float)
+
+
+def evaluate_candidate(config: ModelConfig, run_id: str, version: str) -> dict[str, Any]:
+    """Score candidate and production on the test rows; log metrics and plots; return the summary."""
+    import mlflow
+
+    from tabular_mlops.evaluation import compute_metrics, evaluate
+
+    work = work_dir_for(config, run_id)
+    rows = pd.read_parquet(work / TEST_ROWS)
+    y = rows.pop(LABEL).to_numpy()
+    name = tracking.registered_name(config.model.registered_name)
+    tracking.configure()
+    candidate = _score(f"models:/{name}/{version}", rows)
+    production_version = registry.alias_version(name, registry.PRODUCTION)
+    production: np.ndarray | None = None
+    production_error = None
+    production_metrics: dict[str, float] = {}
+    if production_version is not None:
+        try:
+            production = _score(f"models:/{name}/{production_version}", rows)
+            production_metrics = compute_metrics(y, production, config.model.threshold)
+        except Exception as exc:  # noqa: BLE001 - any failure to score production fails the gate closed
+            production_error = f"{type(exc).__name__}: {exc}"[:500]
+    importance = pd.read_parquet(work / "importance.parquet")["importance"]
+    out = evaluation_dir(config, run_id)
+    result = evaluate(y, candidate, config.model.threshold, importance, out, f"{config.name} v{version}")
+    scores = pd.DataFrame({LABEL: y, "candidate": candidate})
+    if production is not None:
+        scores["production"] = production
+    for column in config.gate.slices:
+        if column in rows.columns:
+            scores[f"slice:{column}"] = rows[column].to_numpy()
+    scores.to_parquet(work / SCORES, index=False)
+    summary = {
+        "model": config.name,
+        "run_id": run_id,
+        "version": version,
+        "metrics": result.metrics,
+        "production_version": production_version,
+        "production_metrics": production_metrics,
+        "production_error": production_error,
+        "report_dir": str(out),
+    }
+    (work / EVALUATION).write_text(json.dumps(summary, indent=2, default=str))
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_metrics({f"test_{k}": v for k, v in result.metrics.items()})
+        if production_metrics:
+            mlflow.log_metrics({f"production_test_{k}": v for k, v in production_metrics.items()})
+        mlflow.log_artifacts(str(out), artifact_path="evaluation")
+    return summary
+
+
+def gate_candidate(
+    config: ModelConfig, run_id: str, overrides: GateOverrides | None = None
+) -> dict[str, Any]:
+    """Judge the evaluated candidate; record the verdict and model card; return the verdict."""
+    import mlflow
+
+    from tabular_mlops.gate import GatePolicy, judge
+
+    overrides = overrides or GateOverrides()
+    work = work_dir_for(config, run_id)
+    summary = json.loads((work / EVALUATION).read_text())
+    scores = pd.read_parquet(work / SCORES)
+    y = scores[LABEL].to_numpy()
+    gate = config.gate
+    policy = GatePolicy(
+        min_auc=overrides.min_auc if overrides.min_auc is not None else gate.min_auc,
+        min_accuracy=overrides.min_accuracy if overrides.min_accuracy is not None else gate.min_accuracy,
+        threshold=config.model.threshold,
+        max_auc_drop=gate.max_auc_drop_vs_production,
+        max_brier_increase=gate.max_brier_increase,
+        slice_min_auc=gate.slice_min_auc,
+        slice_min_positives=gate.slice_min_positives,
+        bootstrap_rounds=gate.bootstrap_rounds,
+    )
+    slices = {}
+    for column in gate.slices:
+        if f"slice:{column}" in scores:
+            values = (
+                scores[f"slice:{column}"].astype(object).where(scores[f"slice:{column}"].notna(), "<null>")
+            )
+            for value in sorted(values.astype(str).unique()):
+                slices[f"{column}={value}"] = (values.astype(str) == value).to_numpy()
+    verdict = judge(
+        scores["candidate"].to_numpy(),
+        y,
+        policy,
+        production=scores["production"].to_numpy() if "production" in scores else None,
+        production_error=summary.get("production_error"),
+        slices=slices or None,
+        seed=config.split.seed,
+    ).to_dict()
+    verdict["policy"] = {k: v for k, v in policy.__dict__.items()}
+    (work / VERDICT).write_text(json.dumps(verdict, indent=2, default=str))
+    report = Path(summary["report_dir"])
+    (report / VERDICT).write_text(json.dumps(verdict, indent=2, default=str))
+    card = model_card(config, summary, verdict)
+    (report / "model_card.md").write_text(card)
+    client = tracking.configure()
+    name = tracking.registered_name(config.model.registered_name)
+    client.update_model_version(name, summary["version"], description=card)
+    client.set_model_version_tag(name, summary["version"], "gate.passed", str(verdict["passed"]).lower())
+    with mlflow.start_run(run_id=run_id):
+        mlflow.set_tag("gate.passed", str(verdict["passed"]).lower())
+        mlflow.log_dict(verdict, f"evaluation/{VERDICT}")
+        mlflow.log_text(card, "evaluation/model_card.md")
+    return verdict
+
+
+def promote_candidate(
+    config: ModelConfig, run_id: str, dry_run: bool = False, origin: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Move production to the gated candidate (previous keeps the replaced one); refuse when it failed."""
+    work = work_dir_for(config, run_id)
+    summary = json.loads((work / EVALUATION).read_text())
+    verdict = json.loads((work / VERDICT).read_text())
+    name = tracking.registered_name(config.model.registered_name)
+    version = summary["version"]
+    if not verdict["passed"]:
+        reasons = "; ".join(verdict.get("reasons", [])) or "see the verdict"
+        raise GateRefused(f"{name} version {version} refused by the gate: {reasons}", verdict)
+    if dry_run:
+        return {
+            "promoted": False,
+            "dry_run": True,
+            "version": version,
+            "production": summary["production_version"],
+        }
+    move = registry.promote(
+        name,
+        version,
+        registry.actor(origin),
+        reason=f"passed the gate in run {run_id}",
+        gate={
+            "passed": True,
+            "reasons": verdict.get("reasons", []),
+            "checks": len(verdict.get("checks", [])),
+        },
+    )
+    return {"promoted": True, "dry_run": False, "version": version, "previous": move.from_version}
+
+
+def _metric_rows(candidate: dict[str, float], production: dict[str, float]) -> list[str]:
+    names = ["roc_auc", "pr_auc", "accuracy", "precision", "recall", "f1", "log_loss", "brier", "ks"]
+    rows = ["| metric | candidate | production |", "| --- | ---: | ---: |"]
+    for metric in names:
+        other = f"{production[metric]:.4f}" if metric in production else "-"
+        rows.append(f"| {metric} | {candidate.get(metric, float('nan')):.4f} | {other} |")
+    return rows
+
+
+def model_card(config: ModelConfig, summary: dict[str, Any], verdict: dict[str, Any]) -> str:
+    """Short markdown description of a version: data, metrics vs production, gate verdict, plots."""
+    metrics = summary["metrics"]
+    lines = [
+        f"# {config.model.registered_name} v{summary['version']}",
+        "",
+        config.description,
+        "",
+        f"- model: {config.model.type}, threshold {config.model.threshold}, training run `{summary['run_id']}`",
+        f"- test rows: {int(metrics.get('n', 0)):,} ({int(metrics.get('n_positive', 0)):,} positive)",
+        f"- production at evaluation: {summary.get('production_version') or 'none'}",
+        "",
+        "## Test metrics",
+        *_metric_rows(metrics, summary.get("production_metrics") or {}),
+        "",
+        f"## Gate: {'passed' if verdict['passed'] else 'refused'}",
+        "| check | value | bound | result |",
+        "| --- | ---: | ---: | --- |",
+    ]
+    for check in verdict["checks"]:
+        value = "-" if check["value"] is None else f"{check['value']:.4f}"
+        bound = "-" if check["bound"] is None else f"{check['bound']:.4f}"
+        result = {True: "pass", False: "FAIL", None: "not judged"}[check["passed"]]
+        lines.append(f"| {check['name']} | {value} | {bound} | {result} |")
+    lines += ["", "Plots: `evaluation/` artifacts of the run (ROC, PR, calibration, confusion, importance)."]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,123 @@
+"""Alias moves in the MLflow model registry, with an audit trail.
+
+`production` is what batch scoring and serving load; `previous` is the version it replaced, so a
+rollback is one alias move. Every move is recorded on the registered model as a tag
+`audit.<UTC time>` holding who moved what, from which version to which, and why; `history` reads
+them back in order. Stages are deprecated in MLflow and never used.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import socket
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from tabular_mlops import tracking
+
+PRODUCTION = "production"
+PREVIOUS = "previous"
+AUDIT_PREFIX = "audit."
+_TAG_LIMIT = 4900  # MLflow caps registered-model tag values at 5,000 characters
+
+
+class RegistryError(RuntimeError):
+    """An alias move that cannot be made, with the model and version in the message."""
+
+
+@dataclass
+class AliasMove:
+    """One recorded move of the production alias."""
+
+    model: str
+    action: str  # promote | rollback
+    from_version: str | None
+    to_version: str
+    actor: str
+    at: str
+    reason: str = ""
+    gate: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form."""
+        return asdict(self)
+
+
+def actor(origin: dict[str, str] | None = None) -> str:
+    """Who is moving the alias: the Airflow DAG run, else the shell user on this host."""
+    if origin and origin.get("dag_id"):
+        return f"airflow:{origin['dag_id']}/{origin.get('run_id', '?')}"
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = os.environ.get("USER", "unknown")
+    return f"cli:{user}@{socket.gethostname()}"
+
+
+def alias_version(name: str, alias: str) -> str | None:
+    """Version number the alias points at, or None when it is not set."""
+    from mlflow.exceptions import MlflowException
+
+    client = tracking.configure()
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException as exc:
+        if getattr(exc, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+
+
+def _record(client: Any, move: AliasMove) -> None:
+    payload = move.to_dict()
+    text = json.dumps(payload, default=str)
+    if len(text) > _TAG_LIMIT:
+        payload["gate"] = {"passed": move.gate.get("passed"), "reasons": move.gate.get("reasons", [])[:5]}
+        text = json.dumps(payload, default=str)[:_TAG_LIMIT]
+    client.set_registered_model_tag(move.model, f"{AUDIT_PREFIX}{move.at}", text)
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+
+
+def promote(
+    name: str, version: str, who: str, reason: str = "", gate: dict[str, Any] | None = None
+) -> AliasMove:
+    """Point production at `version`, keep the replaced one under previous, and record the move."""
+    client = tracking.configure()
+    client.get_model_version(name, str(version))  # raises when the version does not exist
+    current = alias_version(name, PRODUCTION)
+    if current == str(version):
+        raise RegistryError(f"{name}: version {version} is already in production")
+    if current is not None:
+        client.set_registered_model_alias(name, PREVIOUS, current)
+    client.set_registered_model_alias(name, PRODUCTION, str(version))
+    move = AliasMove(name, "promote", current, str(version), who, _now(), reason, gate or {})
+    _record(client, move)
+    client.set_model_version_tag(name, str(version), "promoted_at", move.at)
+    return move
+
+
+def rollback(name: str, who: str, reason: str = "") -> AliasMove:
+    """Move production back to the previous version (previous then holds the rolled-back one)."""
+    client = tracking.configure()
+    current = alias_version(name, PRODUCTION)
+    before = alias_version(name, PREVIOUS)
+    if before is None or current is None:
+        raise RegistryError(f"{name}: nothing to roll back to (production={current}, previous={before})")
+    client.set_registered_model_alias(name, PRODUCTION, before)
+    client.set_registered_model_alias(name, PREVIOUS, current)
+    move = AliasMove(name, "rollback", current, before, who, _now(), reason or "rollback")
+    _record(client, move)
+    return move
+
+
+def history(name: str) -> list[dict[str, Any]]:
+    """Every recorded alias move of a registered model, oldest first."""
+    client = tracking.configure()
+    model = client.get_registered_model(name)
+    moves = [json.loads(v) for k, v in model.tags.items() if k.startswith(AUDIT_PREFIX)]
+    return sorted(moves, key=lambda m: m["at"])

@@ -1,0 +1,91 @@
+"""Where MLflow runs and registered models go, resolved from the environment at call time.
+
+The playbook's variables are honoured: MLFLOW_TRACKING_URI, MLFLOW_REGISTRY_URI,
+MLFLOW_EXPERIMENT_NAME, MLFLOW_MODEL_NAME, MLFLOW_S3_ENDPOINT_URL and the AWS credentials (the last
+two are read by MLflow's own S3 client). A `.env` file in the project root is read first when
+present; variables already set win. With nothing set, an embedded SQLite tracking store and a local
+artifact folder under `mlruns/` (git-ignored) make the registry work without a server.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from tabular_mlops import settings
+
+_ENV_LOADED = False
+
+
+def load_dotenv_once() -> None:
+    """Read the project's .env into the environment once; variables already set are kept."""
+    global _ENV_LOADED
+    if _ENV_LOADED:
+        return
+    _ENV_LOADED = True
+    env_file = settings.project_dir() / ".env"
+    if env_file.is_file():
+        from dotenv import load_dotenv
+
+        load_dotenv(env_file, override=False)
+
+
+def mlflow_dir() -> Path:
+    """Folder of the embedded tracking store (MLOPS_MLFLOW_DIR overrides)."""
+    return Path(os.environ.get("MLOPS_MLFLOW_DIR", settings.project_dir() / "mlruns")).resolve()
+
+
+def tracking_uri() -> str:
+    """MLFLOW_TRACKING_URI, else the embedded SQLite store."""
+    load_dotenv_once()
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    folder = mlflow_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+def is_embedded() -> bool:
+    """True when runs go to the embedded store rather than a configured server."""
+    load_dotenv_once()
+    return not os.environ.get("MLFLOW_TRACKING_URI")
+
+
+def experiment_name(model: str) -> str:
+    """MLFLOW_EXPERIMENT_NAME, else one experiment per model config."""
+    return os.environ.get("MLFLOW_EXPERIMENT_NAME") or f"{model}-training"
+
+
+def registered_name(config_name: str) -> str:
+    """The registry name: MLFLOW_MODEL_NAME overrides the config's (useful for a scratch registry)."""
+    return os.environ.get("MLFLOW_MODEL_NAME") or config_name
+
+
+def configure() -> Any:
+    """Point the mlflow module at the tracking and registry URIs; return an MlflowClient."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    registry = os.environ.get("MLFLOW_REGISTRY_URI") or uri
+    mlflow.set_registry_uri(registry)
+    return MlflowClient(tracking_uri=uri, registry_uri=registry)
+
+
+def ensure_experiment(name: str) -> str:
+    """Id of the named experiment, created on first use (embedded store: artifacts under mlruns/)."""
+    import mlflow
+
+    client = configure()
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return str(found.experiment_id)
+    location = None
+    if is_embedded():
+        location = (mlflow_dir() / "artifacts").as_uri()
+    experiment_id = client.create_experiment(name, artifact_location=location)
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return str(experiment_id)

@@ -1,0 +1,270 @@
+"""The train_baseline stage: split, fit with early stopping, log one pyfunc, register a version.
+
+Reads the typed interim tables (and the feature table for feature-store models), writes the split's
+test rows beside the run for the evaluate and gate stages, and returns small values (run id,
+version) that Airflow passes between tasks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tabular_mlops import settings, tracking
+from tabular_mlops.config import ModelConfig
+
+LABEL = "__label"
+TEST_ROWS = "test_rows.parquet"
+
+
+@dataclass
+class TrainResult:
+    """What one training run produced."""
+
+    model: str
+    run_id: str
+    version: str
+    registered_name: str
+    model_uri: str
+    best_iteration: int
+    rows: dict[str, int]
+    seconds: float
+    work_dir: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form."""
+        return asdict(self)
+
+
+def work_dir_for(config: ModelConfig, run_id: str) -> Path:
+    """Folder of one training run's local working files (features, test rows)."""
+    return settings.data_dir() / "training" / config.name / run_id
+
+
+def label_vector(config: ModelConfig, frame: pd.DataFrame) -> np.ndarray:
+    """1 where the label column holds the configured positive value, else 0."""
+    spec = config.data.tables[config.data.label_table].label
+    assert spec is not None
+    values = frame[spec.column]
+    positive: Any = spec.positive
+    if values.dtype.kind in "biuf":
+        positive = int(positive)
+    else:
+        values = values.astype(str)
+        positive = str(positive)
+    return (values == positive).to_numpy().astype(int)
+
+
+def model_input_frame(config: ModelConfig, interim_dir: Path, features_path: Path | None) -> pd.DataFrame:
+    """Rows the logged model takes (raw entity records or feature rows) plus the label column."""
+    table = config.data.label_table
+    entity = pd.read_parquet(Path(interim_dir) / f"{table}.parquet")
+    label_spec = config.data.tables[table].label
+    assert label_spec is not None
+    y = label_vector(config, entity)
+    key = config.features.entity_key
+    if config.features.model_input == "raw":
+        frame = entity.drop(columns=[label_spec.column])
+    else:
+        if features_path is None:
+            raise ValueError(f"{config.name}: the feature table is needed (features.model_input = features)")
+        features = pd.read_parquet(features_path)
+        frame = entity[[key]].merge(features, on=key, how="left", validate="one_to_one")
+    return frame.assign(**{LABEL: y})
+
+
+def split_indices(y: np.ndarray, config: ModelConfig) -> dict[str, np.ndarray]:
+    """Stratified train / validation / test row indices with the config's fixed seed."""
+    from sklearn.model_selection import train_test_split
+
+    split = config.split
+    index = np.arange(len(y))
+    rest, test = train_test_split(index, test_size=split.test_size, stratify=y, random_state=split.seed)
+    valid_share = split.validation_size / (1 - split.test_size)
+    train, valid = train_test_split(rest, test_size=valid_share, stratify=y[rest], random_state=split.seed)
+    return {"train": np.sort(train), "valid": np.sort(valid), "test": np.sort(test)}
+
+
+def signature_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """The input example with integer columns as floats, so the signature accepts missing values."""
+    out = frame.copy()
+    for column in out.columns:
+        if out[column].dtype.kind in "iu" or str(out[column].dtype) in ("Int64", "Int32", "Int16", "Int8"):
+            out[column] = out[column].astype("float64")
+        elif str(out[column].dtype) in ("string", "boolean"):
+            out[column] = out[column].astype(object)
+    return out
+
+
+def config_hash(config: ModelConfig) -> str:
+    """Stable hash of the parsed config (what the run was configured with)."""
+    return hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:16]
+
+
+def git_commit() -> str:
+    """Commit of the project checkout (with -dirty when it has uncommitted changes), or unknown."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(settings.project_dir()), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(settings.project_dir()), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    if head.returncode != 0:
+        return "unknown"
+    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def input_fingerprint(interim_dir: Path) -> str:
+    """Fingerprint of the raw files behind the interim tables (from the ingest manifest)."""
+    manifest = json.loads((Path(interim_dir) / "_manifest.json").read_text())
+    digests = sorted(f"{name}:{t.get('source_sha256')}" for name, t in manifest["tables"].items())
+    return hashlib.sha256("\n".join(digests).encode()).hexdigest()[:16]
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that shape a model's numbers."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in ("xgboost", "lightgbm", "scikit-learn", "mlflow", "duckdb", "pandas", "numpy"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "absent"
+    return found
+
+
+def model_requirements(config: ModelConfig) -> list[str]:
+    """Exact versions of what the logged model needs to load and predict."""
+    names = ["mlflow", "pandas", "numpy", "scikit-learn", "pyarrow", "duckdb", "pydantic", "pyyaml"]
+    names.append("xgboost" if config.model.type == "xgboost" else "lightgbm")
+    versions = library_versions()
+    from importlib.metadata import version
+
+    return [f"{n}=={versions.get(n) or version(n)}" for n in names]
+
+
+def train_candidate(
+    config: ModelConfig,
+    interim_dir: Path,
+    features_path: Path | None,
+    origin: dict[str, str] | None = None,
+    progress: Any = None,
+) -> TrainResult:
+    """Fit the configured booster, log the pyfunc with lineage, register it as a new version."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from tabular_mlops.features import read_sql_folder
+    from tabular_mlops.modeling import (
+        build_estimator,
+        build_preprocessor,
+        feature_importance,
+        fit_estimator,
+        make_classifier,
+        positive_weight,
+        split_columns,
+    )
+
+    say = progress or (lambda _m: None)
+    started = time.perf_counter()
+    frame = model_input_frame(config, interim_dir, features_path)
+    y = frame.pop(LABEL).to_numpy()
+    parts = split_indices(y, config)
+    key = config.features.entity_key
+    sql = read_sql_folder(config.sql_path)
+
+    classifier = make_classifier(config, sql, [], None, None)
+    feature_rows = classifier.feature_rows(frame)
+    categorical, numeric = split_columns(feature_rows, exclude={key})
+    classifier.feature_columns = categorical + numeric
+    preprocessor = build_preprocessor(categorical, numeric, config.features.scale_numeric)
+    x = feature_rows[classifier.feature_columns]
+    x_train = preprocessor.fit_transform(x.iloc[parts["train"]])
+    x_valid = preprocessor.transform(x.iloc[parts["valid"]])
+    estimator = build_estimator(
+        config.model, positive_weight(config.model, y[parts["train"]]), config.split.seed
+    )
+    say(f"training {config.model.type} on {len(parts['train']):,} rows, {x_train.shape[1]} encoded features")
+    best = fit_estimator(config.model, estimator, x_train, y[parts["train"]], x_valid, y[parts["valid"]])
+    classifier.preprocessor, classifier.estimator = preprocessor, estimator
+
+    name = tracking.registered_name(config.model.registered_name)
+    experiment_id = tracking.ensure_experiment(tracking.experiment_name(config.name))
+    lineage = {
+        "git_commit": git_commit(),
+        "input_fingerprint": input_fingerprint(interim_dir),
+        "config_hash": config_hash(config),
+        "interim_dir": str(interim_dir),
+        **{f"airflow_{k}": v for k, v in (origin or {}).items()},
+    }
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{config.name}-train") as run:
+        run_id = run.info.run_id
+        say(f"MLflow run {run_id}")
+        mlflow.set_tags(
+            {"model": config.name, **lineage, **{f"lib.{k}": v for k, v in library_versions().items()}}
+        )
+        mlflow.log_params({f"model.{k}": v for k, v in config.model.params.items()})
+        mlflow.log_params(
+            {
+                "model.type": config.model.type,
+                "model.threshold": config.model.threshold,
+                "model.imbalance": config.model.imbalance,
+                "split.seed": config.split.seed,
+                "split.test_size": config.split.test_size,
+                "best_iteration": best,
+                "rows.train": len(parts["train"]),
+                "rows.valid": len(parts["valid"]),
+                "rows.test": len(parts["test"]),
+            }
+        )
+        mlflow.log_dict({"features": classifier.feature_columns}, "features/feature_columns.json")
+        importance = feature_importance(estimator, list(x_train.columns))
+        mlflow.log_dict(importance.head(200).round(6).to_dict(), "features/importance.json")
+
+        example = signature_frame(frame.iloc[parts["train"][:5]])
+        signature = infer_signature(example, classifier.predict(None, example))
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=classifier,
+            signature=signature,
+            input_example=example,
+            code_paths=[str(Path(__file__).resolve().parent)],
+            # Pinned from this environment: MLflow's own inference would load the model in a subprocess.
+            pip_requirements=model_requirements(config),
+        )
+        work_dir = work_dir_for(config, run_id)
+        work_dir.mkdir(parents=True, exist_ok=True)
+        test_rows = frame.iloc[parts["test"]].assign(**{LABEL: y[parts["test"]]})
+        test_rows.to_parquet(work_dir / TEST_ROWS, index=False)
+        importance.to_frame("importance").to_parquet(work_dir / "importance.parquet")
+        version = mlflow.register_model(info.model_uri, name, tags={"run_id": run_id, **lineage})
+        say(f"registered {name} version {version.version}")
+    return TrainResult(
+        model=config.name,
+        run_id=run_id,
+        version=str(version.version),
+        registered_name=name,
+        model_uri=f"models:/{name}/{version.version}",
+        best_iteration=best,
+        rows={k: len(v) for k, v in parts.items()},
+        seconds=round(time.perf_counter() - started, 1),
+        work_dir=str(work_dir),
+    )
