@@ -110,7 +110,8 @@ def _train(args: argparse.Namespace) -> int:
     elif result["promoted"]:
         _progress(f"promoted {result['registered_name']} version {result['version']} to production")
     _emit(result)
-    return EXIT_OK if result["gate"]["passed"] else EXIT_FAILED
+    # A dry run reports and moves nothing, so a refusal is an answer, not a failure.
+    return EXIT_OK if result["gate"]["passed"] or args.dry_run else EXIT_FAILED
 
 
 def _promote(args: argparse.Namespace) -> int:

@@ -41,9 +41,11 @@ def read_sql_folder(folder: Path) -> dict[str, str]:
 
 def _dependency_order(texts: dict[str, str]) -> dict[str, str]:
     """Order views so each runs after the views it mentions; stable by name otherwise."""
+    # Comments do not create dependencies: a file may say "feeds features" without reading it.
+    code = {name: re.sub(r"--[^\n]*|/\*.*?\*/", " ", sql, flags=re.S) for name, sql in texts.items()}
     mentions = {
-        name: {other for other in texts if other != name and re.search(rf"\b{other}\b", sql)}
-        for name, sql in texts.items()
+        name: {other for other in texts if other != name and re.search(rf"\b{other}\b", code[name])}
+        for name in texts
     }
     ordered: dict[str, str] = {}
     while len(ordered) < len(texts):

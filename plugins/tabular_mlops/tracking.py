@@ -70,8 +70,10 @@ def configure() -> Any:
 
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
+    # Not mlflow.set_registry_uri: it writes MLFLOW_REGISTRY_URI into the environment, which would
+    # pin the registry of the first call. MLflow reads a user's MLFLOW_REGISTRY_URI by itself and
+    # otherwise uses the tracking URI.
     registry = os.environ.get("MLFLOW_REGISTRY_URI") or uri
-    mlflow.set_registry_uri(registry)
     return MlflowClient(tracking_uri=uri, registry_uri=registry)
 
 

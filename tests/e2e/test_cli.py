@@ -69,3 +69,50 @@ def test_home_credit_generation_prints_progress_and_counts(tmp_path: Path) -> No
     assert summary["rows"]["application_train.csv"] == 300
     assert set(summary["rows"]) == {p.name for p in tmp_path.iterdir()}
     assert "home_credit: " in result.stderr and "applicants" in result.stderr
+
+
+def test_train_dry_run_then_promote_history_and_rollback(
+    telco_raw: Path, workspace: Path, tmp_path: Path
+) -> None:
+    """`mlops train` prints the run id as it goes and one JSON object last; alias moves are audited."""
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "MLOPS_MLFLOW_DIR": str(tmp_path)}
+    # A low floor keeps the 2,000-customer sample above the gate; the floor itself is tested elsewhere.
+    dry = run_mlops(
+        "train",
+        "--model",
+        "churn",
+        "--data",
+        str(telco_raw),
+        "--dry-run",
+        "--min-auc",
+        "0.6",
+        "--min-accuracy",
+        "0.6",
+        env=env,
+    )
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    summary = last_json(dry)
+    assert summary["dry_run"] is True and summary["promoted"] is False and summary["gate"]["passed"] is True
+    assert f"[mlops] MLflow run {summary['run_id']}" in dry.stderr
+    assert summary["metrics"]["candidate"]["roc_auc"] > 0.6
+
+    assert run_mlops("history", "--model", "churn", env=env).stdout.count('"moves": []') == 1
+    promoted = run_mlops("promote", "--model", "churn", "--version", summary["version"], env=env)
+    assert promoted.returncode == 0, promoted.stderr
+    assert last_json(promoted)["to_version"] == summary["version"]
+    refused = run_mlops("rollback", "--model", "churn", env=env)
+    assert refused.returncode == 1 and "nothing to roll back to" in refused.stderr
+    history = last_json(run_mlops("history", "--model", "churn", env=env))
+    assert [m["action"] for m in history["moves"]] == ["promote"]
+    assert history["moves"][0]["actor"].startswith("cli:")
+
+
+def test_train_refused_by_the_gate_exits_1_with_the_json(
+    telco_raw: Path, workspace: Path, tmp_path: Path
+) -> None:
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "MLOPS_MLFLOW_DIR": str(tmp_path)}
+    result = run_mlops("train", "--model", "churn", "--data", str(telco_raw), "--min-auc", "0.99", env=env)
+    assert result.returncode == 1
+    summary = last_json(result)
+    assert summary["promoted"] is False and summary["gate"]["passed"] is False
+    assert any("0.990" in reason for reason in summary["gate"]["reasons"])

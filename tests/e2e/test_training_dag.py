@@ -1,17 +1,37 @@
-"""`<model>_training` run for real with dag.test(): Airflow's own task runner and metadata DB."""
+"""`<model>_training` run for real with dag.test(): Airflow's task runner, a real MLflow registry.
+
+Each module run gets its own SQLite tracking store, so versions and aliases start from nothing.
+"""
 
 from __future__ import annotations
 
+import json
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
+TELCO_FILE = "WA_Fn-UseC_-Telco-Customer-Churn.csv"
+CHAIN = ["data_ingest", "build_features", "train", "evaluate", "gate", "promote"]
 
 
 @pytest.fixture(scope="module")
-def dagbag(airflow_db: str):
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A fresh SQLite tracking store and registry for this module's DAG runs."""
+    folder = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        patch.setenv("MLOPS_MLFLOW_DIR", str(folder))
+        yield uri
+
+
+@pytest.fixture(scope="module")
+def dagbag(airflow_db: str, registry: str):
     from airflow.dag_processing.dagbag import DagBag
 
     bag = DagBag(dag_folder=str(PROJECT_DIR / "dags"))
@@ -19,25 +39,93 @@ def dagbag(airflow_db: str):
     return bag
 
 
+@pytest.fixture(scope="module")
+def telco_full(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Telco file of the real size (7,043 customers, blank TotalCharges included)."""
+    from tabular_mlops.generators.telco import generate_telco
+
+    folder = tmp_path_factory.mktemp("telco_full")
+    generate_telco(folder, rows=7043, seed=3)
+    return folder
+
+
 def _states(run) -> dict[str, tuple[str, int]]:
     return {ti.task_id: (ti.state, ti.try_number) for ti in run.get_task_instances()}
 
 
-def test_churn_training_ingests_generated_data(dagbag, telco_raw: Path, workspace: Path) -> None:
-    run = dagbag.get_dag("churn_training").test(run_conf={"data": str(telco_raw)})
-    assert run.state == "success", _states(run)
-    interim = list((workspace / "data" / "interim" / "churn").glob("*/customers.parquet"))
-    assert len(interim) == 1
-    assert len(pd.read_parquet(interim[0])) == 2000
+def _aliases(name: str) -> dict[str, str | None]:
+    from tabular_mlops import registry
+
+    return {alias: registry.alias_version(name, alias) for alias in (registry.PRODUCTION, registry.PREVIOUS)}
+
+
+def test_churn_promotes_then_refuses_shuffled_labels_and_dry_run_moves_nothing(
+    dagbag, telco_full: Path, workspace: Path, tmp_path: Path
+) -> None:
+    from mlflow import MlflowClient
+    from tabular_mlops import registry
+
+    dag = dagbag.get_dag("churn_training")
+    first = dag.test(run_conf={"data": str(telco_full)})
+    assert first.state == "success", _states(first)
+    assert _aliases("churn-classifier") == {"production": "1", "previous": None}
+    reports = list((workspace / "reports" / "evaluation" / "churn").glob("*/"))
+    assert len(reports) == 1
+    expected = {"metrics.json", "roc.png", "precision_recall.png", "calibration.png", "confusion_matrix.png"}
+    assert expected <= {p.name for p in reports[0].iterdir()}
+    metrics = json.loads((reports[0] / "metrics.json").read_text())
+    assert metrics["roc_auc"] >= 0.82 and metrics["accuracy"] >= 0.78  # the playbook gate
+    [move] = registry.history("churn-classifier")
+    assert move["to_version"] == "1" and move["actor"].startswith("airflow:churn_training/")
+
+    # Degraded data: the same customers with their labels shuffled.
+    shuffled = tmp_path / "shuffled"
+    shutil.copytree(telco_full, shuffled)
+    frame = pd.read_csv(shuffled / TELCO_FILE, dtype=str, keep_default_na=False)
+    frame["Churn"] = np.random.default_rng(0).permutation(frame["Churn"].to_numpy())
+    frame.to_csv(shuffled / TELCO_FILE, index=False)
+    second = dag.test(run_conf={"data": str(shuffled)})
+    states = _states(second)
+    assert second.state == "failed"
+    assert states["gate"] == ("failed", 1) and states["promote"][0] == "upstream_failed"
+    assert _aliases("churn-classifier") == {"production": "1", "previous": None}
+    refused = MlflowClient().get_model_version("churn-classifier", "2")
+    assert refused.tags["gate.passed"] == "false" and "FAIL" in refused.description
+
+    third = dag.test(run_conf={"data": str(telco_full), "dry_run": True})
+    assert third.state == "success", _states(third)
+    assert _aliases("churn-classifier") == {"production": "1", "previous": None}
+    assert len(registry.history("churn-classifier")) == 1
 
 
 def test_broken_data_fails_the_run_once_without_retries(dagbag, telco_copy: Path, workspace: Path) -> None:
-    path = telco_copy / "WA_Fn-UseC_-Telco-Customer-Churn.csv"
+    path = telco_copy / TELCO_FILE
     pd.read_csv(path, dtype=str, keep_default_na=False).drop(columns=["customerID"]).to_csv(path, index=False)
     run = dagbag.get_dag("churn_training").test(run_conf={"data": str(telco_copy)})
     assert run.state == "failed"
-    assert _states(run) == {"data_ingest": ("failed", 1)}  # bad data does not fix itself on retry
+    states = _states(run)
+    assert states["data_ingest"] == ("failed", 1)  # bad data does not fix itself on retry
+    assert all(states[task][0] == "upstream_failed" for task in CHAIN[1:])
     # No run folder was published and no staging folder was left behind.
     assert not any((workspace / "data" / "interim" / "churn").iterdir())
     summaries = list((workspace / "reports" / "validation" / "churn").glob("*/summary.md"))
     assert len(summaries) == 1 and "customerID" in summaries[0].read_text()
+
+
+def test_credit_risk_trains_on_the_feature_store_and_promotes(
+    dagbag, workspace: Path, tmp_path: Path
+) -> None:
+    from mlflow import MlflowClient
+    from tabular_mlops.generators.home_credit import generate_home_credit
+
+    generate_home_credit(tmp_path / "raw", rows=4000, seed=8)
+    run = dagbag.get_dag("credit_risk_training").test(
+        run_conf={"data": str(tmp_path / "raw"), "min_auc": 0.7}
+    )
+    assert run.state == "success", _states(run)
+    assert _aliases("credit-risk-classifier")["production"] == "1"
+    version = MlflowClient().get_model_version("credit-risk-classifier", "1")
+    for key in ("git_commit", "input_fingerprint", "config_hash", "airflow_dag_id", "airflow_run_id"):
+        assert version.tags.get(key), key
+    features = list((workspace / "data" / "features" / "credit_risk").glob("*/feature_columns.json"))
+    assert len(features) == 1 and len(json.loads(features[0].read_text())) > 300
