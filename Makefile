@@ -8,7 +8,6 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-lock
 # uv from PATH if present, else the one pip installs into the base interpreter.
 UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
-DEMO_DIR ?= data/demo
 PYTEST_ARGS ?=
 ROWS ?= 307511
 
@@ -31,13 +30,9 @@ lock:
 	$(UV) pip compile --quiet --python-version 3.11 requirements.in -o requirements.txt
 	$(UV) pip compile --quiet --python-version 3.11 requirements-dev.in -o requirements-dev.txt
 
-## Generate both data sets (with a few dirty rows) and run the validated ingest of both models
+## Generate both data sets (with a few dirty rows) and train both models through their Airflow DAGs
 demo: $(STAMP)
-	$(BIN)/mlops generate --dataset telco --out $(DEMO_DIR)/telco --dirty-rows 5
-	$(BIN)/mlops validate --model churn --data $(DEMO_DIR)/telco --run-id demo
-	$(BIN)/mlops generate --dataset home_credit --rows 5000 --out $(DEMO_DIR)/home_credit --dirty-rows 5
-	$(BIN)/mlops validate --model credit_risk --data $(DEMO_DIR)/home_credit --run-id demo
-	@echo "reports: reports/validation/{churn,credit_risk}/demo/summary.md"
+	$(BIN)/python -m tabular_mlops.demo
 
 ## Lint (ruff, with Airflow 3 rules), check formatting and types, and run the test suite
 test: $(STAMP)
@@ -55,6 +50,10 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_generate.py --rows $(ROWS)
 
+## Time the credit_risk feature build at full scale (ROWS=307511; RAW=folder reuses generated CSVs)
+bench-features: $(STAMP)
+	$(BIN)/python benchmarks/bench_features.py --rows $(ROWS) $(if $(RAW),--raw $(RAW)) --json benchmarks/features.json
+
 ## Build and start the docker-compose stack (needs a Docker engine and a filled-in .env)
 up:
 	docker compose up -d --build
@@ -71,4 +70,4 @@ logs:
 clean:
 	rm -rf data reports .pytest_cache .ruff_cache .mypy_cache
 
-.PHONY: help install lock demo test lint bench up down logs clean
+.PHONY: help install lock demo test lint bench bench-features up down logs clean

@@ -78,7 +78,7 @@ def build_training_dag(config: ModelConfig) -> object:
                 None,
                 type=["null", "string"],
                 title="Raw data location",
-                description="Folder or s3://bucket/prefix of the raw CSVs; empty uses data.source of the config.",
+                description="Folder or s3://bucket/prefix of the raw CSVs; empty: data.source of the config.",
             ),
             "min_auc": Param(
                 None,
@@ -148,7 +148,6 @@ def build_training_dag(config: ModelConfig) -> object:
         def gate(candidate: dict, params: dict | None = None) -> dict:
             """Judge the candidate against the floors and production; fail the run when refused."""
             from airflow.sdk.exceptions import AirflowFailException
-
             from tabular_mlops.config import get_model_config
             from tabular_mlops.promotion import GateOverrides, gate_candidate
 
