@@ -105,7 +105,7 @@ def build_training_dag(config: ModelConfig) -> object:
         },
     )
     def training() -> None:
-        @task(retries=0)
+        @task
         def data_ingest(params: dict | None = None, run_id: str | None = None) -> str:
             """Validate the raw tables and publish the typed interim tables; return their folder."""
             from tabular_mlops.ingest import run_data_ingest
