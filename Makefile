@@ -54,6 +54,10 @@ bench: $(STAMP)
 bench-features: $(STAMP)
 	$(BIN)/python benchmarks/bench_features.py --rows $(ROWS) $(if $(RAW),--raw $(RAW)) --json benchmarks/features.json
 
+## Time credit_risk training on generated applicants (ROWS=20000 by default here)
+bench-train: $(STAMP)
+	$(BIN)/python benchmarks/bench_train.py --rows $(if $(filter 307511,$(ROWS)),20000,$(ROWS)) --json benchmarks/train.json
+
 ## Build and start the docker-compose stack (needs a Docker engine and a filled-in .env)
 up:
 	docker compose up -d --build
@@ -70,4 +74,4 @@ logs:
 clean:
 	rm -rf data reports .pytest_cache .ruff_cache .mypy_cache
 
-.PHONY: help install lock demo test lint bench bench-features up down logs clean
+.PHONY: help install lock demo test lint bench bench-features bench-train up down logs clean
