@@ -114,31 +114,36 @@ def _train(args: argparse.Namespace) -> int:
     return EXIT_OK if result["gate"]["passed"] or args.dry_run else EXIT_FAILED
 
 
-def _promote(args: argparse.Namespace) -> int:
-    from tabular_mlops import registry, tracking
+def _registered_name(model: str) -> str:
+    """Registry name of a model config (MLFLOW_MODEL_NAME overrides it)."""
+    from tabular_mlops import tracking
     from tabular_mlops.config import get_model_config
 
-    name = tracking.registered_name(get_model_config(args.model).model.registered_name)
+    return tracking.registered_name(get_model_config(model).model.registered_name)
+
+
+def _promote(args: argparse.Namespace) -> int:
+    from tabular_mlops import registry
+
+    name = _registered_name(args.model)
     move = registry.promote(name, args.version, registry.actor(), reason=args.reason or "manual promotion")
     _emit(move.to_dict())
     return EXIT_OK
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    from tabular_mlops import registry, tracking
-    from tabular_mlops.config import get_model_config
+    from tabular_mlops import registry
 
-    name = tracking.registered_name(get_model_config(args.model).model.registered_name)
+    name = _registered_name(args.model)
     move = registry.rollback(name, registry.actor(), reason=args.reason or "manual rollback")
     _emit(move.to_dict())
     return EXIT_OK
 
 
 def _history(args: argparse.Namespace) -> int:
-    from tabular_mlops import registry, tracking
-    from tabular_mlops.config import get_model_config
+    from tabular_mlops import registry
 
-    name = tracking.registered_name(get_model_config(args.model).model.registered_name)
+    name = _registered_name(args.model)
     moves = registry.history(name)
     for move in moves:
         print(

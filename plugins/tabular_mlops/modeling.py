@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from mlflow.pyfunc import PythonModel
 
 from tabular_mlops.config import ModelConfig, ModelSpec
 
@@ -120,13 +121,7 @@ def feature_importance(estimator: Any, names: list[str]) -> pd.Series:
     return pd.Series(values, index=names).sort_values(ascending=False)
 
 
-def _pyfunc_base() -> type:
-    import mlflow.pyfunc
-
-    return mlflow.pyfunc.PythonModel
-
-
-class TabularClassifier(_pyfunc_base()):  # type: ignore[misc]
+class TabularClassifier(PythonModel):
     """MLflow pyfunc: input record(s) -> probability of the positive class."""
 
     def __init__(

@@ -11,7 +11,7 @@ run's working folder, so the three can run as separate Airflow tasks on differen
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from tabular_mlops.training import LABEL, TEST_ROWS, signature_frame, work_dir_f
 SCORES = "test_scores.parquet"
 EVALUATION = "evaluation.json"
 VERDICT = "gate_verdict.json"
+SLICE_PREFIX = "slice:"
 
 
 class GateRefused(RuntimeError):
@@ -85,7 +86,7 @@ def evaluate_candidate(config: ModelConfig, run_id: str, version: str) -> dict[s
         scores["production"] = production
     for column in config.gate.slices:
         if column in rows.columns:
-            scores[f"slice:{column}"] = rows[column].to_numpy()
+            scores[f"{SLICE_PREFIX}{column}"] = rows[column].to_numpy()
     scores.to_parquet(work / SCORES, index=False)
     summary = {
         "model": config.name,
@@ -112,7 +113,7 @@ def gate_candidate(
     """Judge the evaluated candidate; record the verdict and model card; return the verdict."""
     import mlflow
 
-    from tabular_mlops.gate import GatePolicy, judge
+    from tabular_mlops.gate import GatePolicy, judge, slice_masks
 
     overrides = overrides or GateOverrides()
     work = work_dir_for(config, run_id)
@@ -130,14 +131,9 @@ def gate_candidate(
         slice_min_positives=gate.slice_min_positives,
         bootstrap_rounds=gate.bootstrap_rounds,
     )
-    slices = {}
-    for column in gate.slices:
-        if f"slice:{column}" in scores:
-            values = (
-                scores[f"slice:{column}"].astype(object).where(scores[f"slice:{column}"].notna(), "<null>")
-            )
-            for value in sorted(values.astype(str).unique()):
-                slices[f"{column}={value}"] = (values.astype(str) == value).to_numpy()
+    slice_values = scores[[c for c in scores.columns if c.startswith(SLICE_PREFIX)]]
+    slice_values = slice_values.rename(columns=lambda c: c.removeprefix(SLICE_PREFIX))
+    slices = slice_masks(slice_values, list(slice_values.columns))
     verdict = judge(
         scores["candidate"].to_numpy(),
         y,
@@ -147,7 +143,7 @@ def gate_candidate(
         slices=slices or None,
         seed=config.split.seed,
     ).to_dict()
-    verdict["policy"] = {k: v for k, v in policy.__dict__.items()}
+    verdict["policy"] = asdict(policy)
     (work / VERDICT).write_text(json.dumps(verdict, indent=2, default=str))
     report = Path(summary["report_dir"])
     (report / VERDICT).write_text(json.dumps(verdict, indent=2, default=str))

@@ -9,6 +9,7 @@ artifact folder under `mlruns/` (git-ignored) make the registry work without a s
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Any
@@ -66,14 +67,20 @@ def registered_name(config_name: str) -> str:
 def configure() -> Any:
     """Point the mlflow module at the tracking and registry URIs; return an MlflowClient."""
     import mlflow
-    from mlflow import MlflowClient
 
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
     # Not mlflow.set_registry_uri: it writes MLFLOW_REGISTRY_URI into the environment, which would
     # pin the registry of the first call. MLflow reads a user's MLFLOW_REGISTRY_URI by itself and
     # otherwise uses the tracking URI.
-    registry = os.environ.get("MLFLOW_REGISTRY_URI") or uri
+    return _client(uri, os.environ.get("MLFLOW_REGISTRY_URI") or uri)
+
+
+@functools.lru_cache(maxsize=8)
+def _client(uri: str, registry: str) -> Any:
+    """One MlflowClient per pair of URIs: every stage and alias move asks for one."""
+    from mlflow import MlflowClient
+
     return MlflowClient(tracking_uri=uri, registry_uri=registry)
 
 
