@@ -50,9 +50,9 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_generate.py --rows $(ROWS)
 
-## Time the credit_risk feature build at full scale (ROWS=307511; RAW=folder reuses generated CSVs)
-bench-features: $(STAMP)
-	$(BIN)/python benchmarks/bench_features.py --rows $(ROWS) $(if $(RAW),--raw $(RAW)) --json benchmarks/features.json
+## Time validated ingest and the feature build at full scale (ROWS=307511; RAW=folder reuses CSVs)
+bench-home-credit: $(STAMP)
+	$(BIN)/python benchmarks/bench_home_credit.py --rows $(ROWS) $(if $(RAW),--raw $(RAW)) --json benchmarks/home_credit.json
 
 ## Time credit_risk training on generated applicants (ROWS=20000 by default here)
 bench-train: $(STAMP)
@@ -74,4 +74,4 @@ logs:
 clean:
 	rm -rf data reports .pytest_cache .ruff_cache .mypy_cache
 
-.PHONY: help install lock demo test lint bench bench-features bench-train up down logs clean
+.PHONY: help install lock demo test lint bench bench-home-credit bench-train up down logs clean

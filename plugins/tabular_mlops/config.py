@@ -76,6 +76,13 @@ class ColumnSpec(_Strict):
             raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
         if (self.min is not None or self.max is not None) and self.type not in ("int", "float"):
             raise ValueError(f"min/max only apply to int and float columns, not {self.type}")
+        if self.values is not None and self.type in ("int", "float"):
+            cast = int if self.type == "int" else float
+            for value in self.values:
+                try:
+                    cast(value)
+                except ValueError:
+                    raise ValueError(f"allowed value {value!r} is not a valid {self.type}") from None
         if self.pattern is not None:
             if self.type != "string":
                 raise ValueError("'pattern' only applies to string columns")

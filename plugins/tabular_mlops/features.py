@@ -123,6 +123,7 @@ def build_feature_table(config: ModelConfig, interim_dir: Path, out_dir: Path) -
     target = out_dir / "features.parquet"
     tmp = target.with_name(".features.parquet.tmp")
     with duckdb.connect() as con:
+        con.execute("SET enable_progress_bar = false")  # it floods task logs
         con.execute("set preserve_insertion_order = false")
         bind_parquet(con, tables)
         relation = run_feature_sql(con, sql)

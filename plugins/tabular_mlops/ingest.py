@@ -1,9 +1,10 @@
 """The data_ingest stage: read raw CSVs, set bad rows aside, validate, write typed interim tables.
 
 Reads `<source>/<table file>` for every table of a model config (a local folder or s3:// prefix),
-streams each file in chunks through the row rules, writes kept rows to
+loads each file with DuckDB through the row rules (`csv_load`), writes kept rows to
 `data/interim/<model>/<run>/<table>.parquet`, rejected rows with their source line and reasons to
-`data/quarantine/<model>/<run>/<table>.csv`, then runs the dataset-level GX suites. The report
+`data/quarantine/<model>/<run>/<table>.csv`, then runs the dataset-level GX suites batch by batch
+over the typed table, with label and foreign-key indicators computed in DuckDB. The report
 (`reports/validation/<model>/<run>/validation.json` and `summary.md`) is written in every case;
 the interim folder is published only when no `error` expectation failed, so nothing downstream
 can read the tables of a stopped run.
@@ -11,37 +12,36 @@ can read the tables of a stopped run.
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 import shutil
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tabular_mlops import settings, storage
 from tabular_mlops.config import ModelConfig, TableSpec
-from tabular_mlops.row_rules import apply_row_rules
+from tabular_mlops.csv_load import connect, load_csv, read_header, scan_file
+from tabular_mlops.row_rules import ident, literal
 from tabular_mlops.validation import (
     LABEL_INDICATOR,
     ExpectationOutcome,
+    duplicate_keys_outcome,
     fk_indicator,
     new_context,
     run_expectations,
 )
 
-CHUNK_ROWS = 100_000
+BATCH_ROWS = 2_000_000  # rows per GX batch: bounded memory, few enough batches to keep GX overhead low
 FK_EXAMPLES = 5
-_ARROW_TYPES = {"int": pa.int64(), "float": pa.float64(), "category": pa.string(), "string": pa.string()}
 Progress = Callable[[str], None]
 
 
@@ -65,7 +65,7 @@ class TableReport:
     rows_quarantined: int = 0
     rows_written: int = 0
     quarantine_share: float = 0.0
-    blank_lines_skipped: int = 0
+    line_numbers: str = "exact"
     blank_to_null: dict[str, int] = field(default_factory=dict)
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
     warnings: dict[str, int] = field(default_factory=dict)
@@ -148,130 +148,35 @@ def _table_order(config: ModelConfig) -> list[str]:
     return order
 
 
-def _read_chunks(
-    path: Path, width: int, chunk_rows: int, report: TableReport, quarantine: _QuarantineWriter
-) -> Iterator[tuple[list[list[str]], list[int]]]:
-    """Yield (rows, first source line of each row); rows with the wrong field count go to quarantine."""
-    with path.open(newline="", encoding="utf-8-sig", errors="replace") as handle:
-        reader = csv.reader(handle)
-        next(reader)  # header, checked by the caller
-        rows: list[list[str]] = []
-        lines: list[int] = []
-        previous_end = reader.line_num
-        for row in reader:
-            start, previous_end = previous_end + 1, reader.line_num
-            if not row:  # an empty line, often the file's last: carries no record
-                report.blank_lines_skipped += 1
-                continue
-            report.rows_read += 1
-            if len(row) != width:
-                reason = f"expected {width} fields, found {len(row)}"
-                quarantine.write(start, f"row: {reason}", row)
-                report.quarantine_reasons["row: wrong number of fields"] = (
-                    report.quarantine_reasons.get("row: wrong number of fields", 0) + 1
-                )
-                continue
-            rows.append(row)
-            lines.append(start)
-            if len(rows) >= chunk_rows:
-                yield rows, lines
-                rows, lines = [], []
-        if rows:
-            yield rows, lines
-
-
-class _QuarantineWriter:
-    """Appends rejected rows with their source line and reasons; opens the file on first use."""
-
-    def __init__(self, path: Path, source_file: str) -> None:
-        self.path = path
-        self.source_file = source_file
-        self._handle: Any = None
-        self._writer: Any = None
-        self.count = 0
-
-    def write(self, line: int, reasons: str, row: list[str]) -> None:
-        if self._writer is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._handle = self.path.open("w", newline="")
-            self._writer = csv.writer(self._handle)
-            self._writer.writerow(["source_file", "line", "reasons", "raw_row"])
-        raw = _as_csv_line(row)
-        self._writer.writerow([self.source_file, line, reasons, raw])
-        self.count += 1
-
-    def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-
-
-def _as_csv_line(row: list[str]) -> str:
-    buffer: list[str] = []
-
-    class _Sink:
-        def write(self, text: str) -> None:
-            buffer.append(text)
-
-    csv.writer(_Sink(), lineterminator="").writerow(row)
-    return "".join(buffer)
-
-
-def _header(path: Path) -> list[str]:
-    with path.open(newline="", encoding="utf-8-sig", errors="replace") as handle:
-        return next(csv.reader(handle), [])
-
-
-def _arrow_schema(spec: TableSpec, present: list[str]) -> pa.Schema:
-    return pa.schema([(name, _ARROW_TYPES[spec.columns[name].type]) for name in present])
-
-
 def _ingest_table(
-    name: str,
-    spec: TableSpec,
-    path: Path,
-    source_label: str,
-    out_path: Path,
-    quarantine_path: Path,
-    chunk_rows: int,
-    progress: Progress,
+    name: str, spec: TableSpec, path: Path, source_label: str, staging: Path, quarantine_path: Path
 ) -> TableReport:
-    """Stream one CSV through the row rules into a parquet file and a quarantine file."""
-    report = TableReport(table=name, file=spec.file, sha256=storage.fingerprint(path))
-    header = [h.strip() for h in _header(path)]
+    """Load one CSV through the row rules into a typed parquet file and a quarantine file."""
+    scan = scan_file(path)
+    report = TableReport(table=name, file=spec.file, sha256=scan.sha256)
+    header = read_header(path)
     duplicated = sorted({h for h in header if header.count(h) > 1})
     if duplicated:
         raise ValueError(f"{source_label}: header repeats column(s) {duplicated}")
     report.missing_columns = [c for c in spec.columns if c not in header]
     report.extra_columns = [c for c in header if c not in spec.columns]
-    present = [c for c in spec.columns if c in header]
-    schema = _arrow_schema(spec, present)
-    quarantine = _QuarantineWriter(quarantine_path, source_label)
-    writer = pq.ParquetWriter(out_path, schema)
-    reasons: Counter[str] = Counter()
-    blank_to_null: Counter[str] = Counter()
-    warnings: Counter[str] = Counter()
-    try:
-        for rows, lines in _read_chunks(path, len(header), chunk_rows, report, quarantine):
-            chunk = pd.DataFrame(rows, columns=header, dtype=object)[present]
-            outcome = apply_row_rules(chunk, spec)
-            for position, text in outcome.rejected_reasons.items():
-                quarantine.write(lines[position], text, rows[position])
-            reasons.update(outcome.reason_counts)
-            blank_to_null.update(outcome.blank_to_null)
-            warnings.update(outcome.warnings)
-            writer.write_table(pa.Table.from_pandas(outcome.typed, schema=schema, preserve_index=False))
-            report.rows_written += len(outcome.typed)
-            progress(f"{name}: {report.rows_read:,} rows read, {quarantine.count:,} set aside")
-    finally:
-        writer.close()
-        quarantine.close()
-    report.rows_quarantined = quarantine.count
-    report.quarantine_share = quarantine.count / report.rows_read if report.rows_read else 0.0
-    reasons.update(report.quarantine_reasons)
-    report.quarantine_reasons = dict(reasons.most_common())
-    report.blank_to_null = dict(blank_to_null)
-    report.warnings = dict(warnings)
-    report.quarantine_file = str(quarantine_path) if quarantine.count else None
+    loaded = load_csv(
+        path,
+        spec,
+        header,
+        scan,
+        source_label,
+        staging / f"{name}.parquet",
+        quarantine_path,
+        staging / "_duckdb_tmp",
+    )
+    report.rows_read, report.rows_written = loaded.rows_read, loaded.rows_written
+    report.rows_quarantined = loaded.rows_quarantined
+    report.quarantine_share = loaded.rows_quarantined / loaded.rows_read if loaded.rows_read else 0.0
+    report.quarantine_reasons = dict(sorted(loaded.quarantine_reasons.items(), key=lambda kv: -kv[1]))
+    report.blank_to_null, report.warnings = loaded.blank_to_null, loaded.warnings
+    report.line_numbers = loaded.line_numbers
+    report.quarantine_file = str(quarantine_path) if loaded.rows_quarantined else None
     return report
 
 
@@ -318,32 +223,62 @@ def _table_level_outcomes(name: str, report: TableReport, max_share: float) -> l
     return outcomes
 
 
-def _with_indicators(
-    spec: TableSpec, frame: pd.DataFrame, parent_keys: dict[str, pd.Index]
-) -> tuple[pd.DataFrame, dict[str, list[Any]]]:
-    """Add the derived label and foreign-key columns the suite checks; collect unresolved examples."""
-    extra: dict[str, pd.Series] = {}
-    examples: dict[str, list[Any]] = {}
-    if spec.label is not None and spec.label.column in frame:
-        label = frame[spec.label.column].astype("string")
-        extra[LABEL_INDICATOR] = (label == str(spec.label.positive)).astype(float).where(label.notna())
+def _checked_view(
+    con: duckdb.DuckDBPyConnection, name: str, spec: TableSpec, staging: Path, written: set[str]
+) -> dict[str, list[Any]]:
+    """Create view `checked`: the typed table plus the label and foreign-key indicators the suite checks.
+
+    Returns a few unresolved values per foreign key, for the report.
+    """
+    parquet = staging / f"{name}.parquet"
+    columns = set(pq.read_schema(parquet).names) if parquet.exists() else set()
+    extra: list[str] = []
+    fk_conditions: dict[str, str] = {}
+    if spec.label is not None and spec.label.column in columns:
+        label = ident(spec.label.column)
+        extra.append(
+            f"CASE WHEN {label} IS NULL THEN NULL ELSE CAST(CAST({label} AS VARCHAR) = "
+            f"{literal(str(spec.label.positive))} AS DOUBLE) END AS {ident(LABEL_INDICATOR)}"
+        )
     for fk in spec.foreign_keys:
-        if fk.column not in frame:
+        if fk.column not in columns:
             continue
-        parents = [parent_keys[ref] for ref in fk.references if ref in parent_keys]
-        known = parents[0].append(parents[1:]) if parents else pd.Index([])
-        values = frame[fk.column]
-        resolves = values.isin(known) | values.isna()
-        extra[fk_indicator(fk.column)] = resolves
-        examples[fk.column] = [
-            storage_value(v) for v in values[~resolves].drop_duplicates().head(FK_EXAMPLES)
+        parents = [
+            f"SELECT {ident(ref.split('.')[1])} AS k FROM {ident(ref.split('.')[0])}"
+            for ref in fk.references
+            if ref.split(".")[0] in written
         ]
-    return (frame.assign(**extra) if extra else frame), examples
+        known = " UNION ALL ".join(parents) if parents else "SELECT NULL AS k WHERE false"
+        condition = f"({ident(fk.column)} IS NULL OR {ident(fk.column)} IN ({known}))"
+        fk_conditions[fk.column] = condition
+        extra.append(f"{condition} AS {ident(fk_indicator(fk.column))}")
+    if parquet.exists():
+        # Bound through the relation API: the view reads the staged file, no path enters SQL text.
+        con.read_parquet(str(parquet)).create_view(name)
+        con.execute(
+            f"CREATE OR REPLACE VIEW checked AS SELECT *{''.join(', ' + e for e in extra)} FROM {ident(name)}"
+        )
+    examples: dict[str, list[Any]] = {}
+    for column, condition in fk_conditions.items():
+        rows = con.execute(
+            f"SELECT DISTINCT {ident(column)} FROM checked WHERE NOT {condition} LIMIT {FK_EXAMPLES}"
+        ).fetchall()
+        examples[column] = [row[0] for row in rows]
+    return examples
 
 
-def storage_value(value: Any) -> Any:
-    """A JSON-safe scalar for reports."""
-    return value.item() if hasattr(value, "item") else value
+def _batches(con: duckdb.DuckDBPyConnection, has_table: bool, columns: list[str]) -> Iterator[pd.DataFrame]:
+    """The `checked` view in batches of BATCH_ROWS rows; one empty frame for an empty or absent table."""
+    if not has_table:
+        yield pd.DataFrame(columns=columns)
+        return
+    reader = con.sql("SELECT * FROM checked").to_arrow_reader(BATCH_ROWS)
+    empty = True
+    for batch in reader:
+        empty = False
+        yield batch.to_pandas()
+    if empty:
+        yield reader.schema.empty_table().to_pandas()
 
 
 def _summary_markdown(report: IngestReport) -> str:
@@ -387,7 +322,6 @@ def ingest_raw_tables(
     config: ModelConfig,
     source: str | None = None,
     run_id: str | None = None,
-    chunk_rows: int = CHUNK_ROWS,
     progress: Progress | None = None,
 ) -> IngestReport:
     """Validate every raw table of a model and publish typed interim tables; raise IngestFailed on stop."""
@@ -418,44 +352,45 @@ def ingest_raw_tables(
             location, list(files.values()), config.data.aws_conn_id, staging / "_raw"
         )
         context = new_context()
-        parent_keys: dict[str, pd.Index] = {}
-        referenced = {
-            ref for spec in config.data.tables.values() for fk in spec.foreign_keys for ref in fk.references
-        }
-        for name in _table_order(config):
-            spec = config.data.tables[name]
-            path = staged[spec.file]
-            label = f"{location.rstrip('/')}/{spec.file}"
-            if path is None:
-                table_report = TableReport(table=name, file=spec.file, found=False)
+        written: set[str] = set()
+        con = connect(staging / "_duckdb_tmp")
+        try:
+            for name in _table_order(config):
+                spec = config.data.tables[name]
+                path = staged[spec.file]
+                label = f"{location.rstrip('/')}/{spec.file}"
+                if path is None:
+                    table_report = TableReport(table=name, file=spec.file, found=False)
+                    report.tables[name] = table_report
+                    report.expectations += _table_level_outcomes(
+                        name, table_report, config.data.max_quarantine_share
+                    )
+                    say(f"{name}: {label} not found")
+                    continue
+                say(f"{name}: reading {label} with the row rules")
+                table_report = _ingest_table(name, spec, path, label, staging, quarantine_dir / f"{name}.csv")
                 report.tables[name] = table_report
+                read, aside = table_report.rows_read, table_report.rows_quarantined
+                say(f"{name}: {read:,} rows read, {aside:,} set aside")
                 report.expectations += _table_level_outcomes(
                     name, table_report, config.data.max_quarantine_share
                 )
-                say(f"{name}: {label} not found")
-                continue
-            table_report = _ingest_table(
-                name,
-                spec,
-                path,
-                label,
-                staging / f"{name}.parquet",
-                quarantine_dir / f"{name}.csv",
-                chunk_rows,
-                say,
-            )
-            report.tables[name] = table_report
-            report.expectations += _table_level_outcomes(name, table_report, config.data.max_quarantine_share)
-            frame = pd.read_parquet(staging / f"{name}.parquet")
-            for ref in referenced:
-                ref_table, ref_column = ref.split(".")
-                if ref_table == name and ref_column in frame:
-                    parent_keys[ref] = pd.Index(frame[ref_column].dropna().unique())
-            checked, fk_examples = _with_indicators(spec, frame, parent_keys)
-            say(f"{name}: running {len(spec.columns)} column suites with Great Expectations")
-            report.expectations += run_expectations(context, name, spec, checked, fk_examples)
-            del frame, checked
+                has_table = (staging / f"{name}.parquet").exists()
+                fk_examples = _checked_view(con, name, spec, staging, written)
+                if has_table:
+                    written.add(name)
+                say(f"{name}: running {len(spec.columns)} column suites with Great Expectations")
+                present = [c for c in spec.columns if c not in table_report.missing_columns]
+                report.expectations += run_expectations(
+                    context, name, spec, _batches(con, has_table, present), fk_examples
+                )
+                keys = spec.primary_key
+                if keys and has_table and not set(keys) & set(table_report.missing_columns):
+                    report.expectations.append(duplicate_keys_outcome(con, "checked", name, keys))
+        finally:
+            con.close()
         shutil.rmtree(staging / "_raw", ignore_errors=True)
+        shutil.rmtree(staging / "_duckdb_tmp", ignore_errors=True)
         report.status = (
             "failed" if report.failures else ("passed_with_warnings" if report.warnings else "passed")
         )

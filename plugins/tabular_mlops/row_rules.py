@@ -1,140 +1,185 @@
-"""Row-level rules: turn a chunk of raw CSV text into typed columns and name what is wrong per row.
+"""Row-level rules compiled to DuckDB SQL: type raw CSV text and flag what is wrong per row.
 
 A row breaking an `error` rule (a value that does not parse as its type, a missing required field,
 a value outside its categorical set, range or pattern) is set aside with every reason found; a
 `warn` rule keeps the row and only counts it. Whitespace-only values in nullable columns become
 nulls and are counted, because that is how real files say "no value yet" (Telco's TotalCharges).
+
+The rules run inside DuckDB so a 27M-row table is checked in parallel without leaving the engine.
+Column names are quoted as identifiers and config values as literals (never pasted raw); the raw
+columns are read as VARCHAR so that a bad value is a flag, not a failed cast. The query is staged
+(trimmed text, then parsed number and presence, then one boolean flag per rule) so each
+expression stays small: a 122-column table plans in a fraction of a second. The readable reasons
+are written in Python, and only for the rows that were set aside.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass, field
-
-import numpy as np
-import pandas as pd
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from tabular_mlops.config import ColumnSpec, TableSpec
 
-
-@dataclass
-class ChunkOutcome:
-    """What the rules made of one chunk: the typed rows that passed and the reasons of the rest."""
-
-    typed: pd.DataFrame
-    rejected_reasons: pd.Series  # index: position in the chunk; value: "; "-joined reasons
-    blank_to_null: Counter[str] = field(default_factory=Counter)
-    warnings: Counter[str] = field(default_factory=Counter)
-    reason_counts: Counter[str] = field(default_factory=Counter)
+# What Python's str.strip() removes in practice; DuckDB's trim() alone only removes spaces.
+WHITESPACE = " \t\r\n\x0b\x0c"
 
 
-def _add_reason(reasons: np.ndarray, mask: np.ndarray, text: str) -> None:
-    """Append `text` to the reason list of every row where mask holds."""
-    for i in np.flatnonzero(mask):
-        reasons[i] = text if reasons[i] is None else f"{reasons[i]}; {text}"
+def ident(name: str) -> str:
+    """A SQL identifier, double-quoted with embedded quotes doubled."""
+    return '"' + name.replace('"', '""') + '"'
 
 
-def _parse_numbers(raw: pd.Series, spec: ColumnSpec) -> tuple[pd.Series, np.ndarray]:
-    """Numbers of a column and the mask of values that are present but not numbers of its type."""
-    numbers = pd.to_numeric(raw, errors="coerce")
-    present = raw.notna().to_numpy()
-    bad = present & ~np.isfinite(numbers.to_numpy(dtype=float, na_value=np.nan))
-    if spec.type == "int":
-        finite = numbers.to_numpy(dtype=float, na_value=np.nan)
-        with np.errstate(invalid="ignore"):
-            fractional = present & ~bad & (np.floor(finite) != finite)
-        bad = bad | fractional
-        numbers = numbers.where(~bad).astype("Float64").round().astype("Int64")
+def literal(value: str | int | float) -> str:
+    """A SQL literal: numbers as written, text single-quoted with embedded quotes doubled."""
+    if isinstance(value, bool):
+        raise TypeError("booleans are not valid rule values")
+    if isinstance(value, int | float):
+        return repr(value)
+    return "'" + value.replace("'", "''") + "'"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One counted quantity of a column: a rule, or the whitespace-only values turned to null."""
+
+    label: str  # what it is counted under, and the reason text
+    kind: str  # error | warn | blank_to_null
+    condition: str  # SQL, true where the row breaks the rule (over the staged columns)
+    quote_value: bool  # the reason quotes the offending value ("tenure: not an integer ('12.5')")
+    flag: str = ""  # name of its boolean column in the checked rows, set by RowRules
+
+
+@dataclass(frozen=True)
+class ColumnRules:
+    """One column's staged SQL: trimmed text and number computed once, rules refer to them by name."""
+
+    name: str
+    text: str  # SQL computing the trimmed text from the raw column
+    number: str | None  # SQL computing the parsed number from the trimmed text (numeric columns)
+    typed: str  # SQL of the typed value (NULL for blanks and unparsable values)
+    rules: list[Rule]
+
+
+def _column_rules(i: int, name: str, spec: ColumnSpec) -> ColumnRules:
+    raw, s, n, p = ident(name), ident(f"__s{i}"), ident(f"__n{i}"), ident(f"__p{i}")
+    rules: list[Rule] = []
+    if spec.nullable:
+        whitespace_only = f"({raw} IS NOT NULL AND {raw} <> '' AND NOT {p})"
+        rules.append(Rule(name, "blank_to_null", whitespace_only, quote_value=False))
     else:
-        numbers = numbers.where(~bad).astype("float64")
-    return numbers, bad
-
-
-def _check_column(
-    name: str, raw: pd.Series, spec: ColumnSpec, reasons: np.ndarray, outcome: ChunkOutcome
-) -> pd.Series:
-    """Type one column, record its rule violations, and return the typed values."""
-    text = raw.astype("string")
-    stripped = text.str.strip()
-    blank = (stripped == "").fillna(True).to_numpy()
-    whitespace_only = blank & (text.str.len() > 0).fillna(False).to_numpy()
-    values = stripped.mask(blank)
-
-    if not spec.nullable and blank.any():
-        _add_reason(reasons, blank, f"{name}: missing required value")
-        outcome.reason_counts[f"{name}: missing required value"] += int(blank.sum())
-    elif whitespace_only.any():
-        outcome.blank_to_null[name] += int(whitespace_only.sum())
-
-    rule_failed = np.zeros(len(raw), dtype=bool)
+        rules.append(Rule(f"{name}: missing required value", "error", f"NOT {p}", quote_value=False))
+    number = None
     if spec.is_numeric:
-        typed, bad = _parse_numbers(values, spec)
-        if bad.any():
-            kind = "an integer" if spec.type == "int" else "a number"
-            _add_reason_each(reasons, bad, values, f"{name}: not {kind}")
-            outcome.reason_counts[f"{name}: not {kind}"] += int(bad.sum())
-        numbers = typed.astype("float64").to_numpy(na_value=np.nan)
-        with np.errstate(invalid="ignore"):
-            if spec.min is not None:
-                below = numbers < spec.min
-                _rule(name, below, values, f"below minimum {spec.min:g}", spec, reasons, outcome)
-                rule_failed |= below
-            if spec.max is not None:
-                above = numbers > spec.max
-                _rule(name, above, values, f"above maximum {spec.max:g}", spec, reasons, outcome)
-                rule_failed |= above
-        compare = typed.astype("string")
+        # Underscores are digit separators to DuckDB (1_000) but not to people or to pandas.
+        number = f"CASE WHEN contains({s}, '_') THEN NULL ELSE TRY_CAST({s} AS DOUBLE) END"
+        bad = f"{n} IS NULL OR NOT isfinite({n})"
+        if spec.type == "int":
+            # TRY_CAST('12.5' AS BIGINT) rounds, so integers are parsed as doubles and checked whole.
+            bad += f" OR floor({n}) <> {n}"
+        not_number = f"({p} AND ({bad}))"
+        valid = f"({p} AND NOT ({bad}))"
+        kind = "an integer" if spec.type == "int" else "a number"
+        cast = "BIGINT" if spec.type == "int" else "DOUBLE"
+        typed = f"CASE WHEN {valid} THEN CAST({n} AS {cast}) END"
+        rules.append(Rule(f"{name}: not {kind}", "error", not_number, quote_value=True))
+        # Range and set checks judge only values that parsed; a non-number already has its reason.
+        if spec.min is not None:
+            cond = f"coalesce({valid} AND {n} < {literal(spec.min)}, false)"
+            rules.append(Rule(f"{name}: below minimum {spec.min:g}", spec.severity, cond, True))
+        if spec.max is not None:
+            cond = f"coalesce({valid} AND {n} > {literal(spec.max)}, false)"
+            rules.append(Rule(f"{name}: above maximum {spec.max:g}", spec.severity, cond, True))
+        to_value = int if spec.type == "int" else float
+        compare = f"CASE WHEN {valid} THEN {n} END"
+        allowed = [literal(to_value(v)) for v in spec.values or []]
     else:
-        typed = values
-        compare = values
+        typed = f"CASE WHEN {p} THEN {s} END"
+        compare, allowed = s, [literal(str(v)) for v in spec.values or []]
     if spec.values is not None:
-        allowed = {str(v) for v in spec.values}
-        outside = (~compare.isin(allowed)).fillna(False).to_numpy() & ~blank
-        if spec.is_numeric:
-            outside &= ~bad
-        _rule(name, outside, values, "not in the allowed set", spec, reasons, outcome)
+        allowed_sql = ", ".join(allowed) if allowed else "NULL"
+        cond = f"coalesce({p} AND ({compare}) NOT IN ({allowed_sql}), false)"
+        rules.append(Rule(f"{name}: not in the allowed set", spec.severity, cond, True))
     if spec.pattern is not None:
-        unmatched = (~values.str.fullmatch(spec.pattern)).fillna(False).to_numpy()
-        _rule(name, unmatched, values, f"does not match {spec.pattern}", spec, reasons, outcome)
-    return typed
+        cond = f"coalesce({p} AND NOT regexp_full_match({s}, {literal(spec.pattern)}), false)"
+        rules.append(Rule(f"{name}: does not match {spec.pattern}", spec.severity, cond, True))
+    # trim() with a character set is slow (3-4x a plain copy); most values have nothing to trim,
+    # so it only runs where the first or last character is a space or a control character.
+    edge = f"ascii({raw}) <= 32 OR ascii(reverse({raw})) <= 32"
+    text = f"CASE WHEN {edge} THEN trim({raw}, {literal(WHITESPACE)}) ELSE {raw} END"
+    return ColumnRules(name, text, number, typed, rules)
 
 
-def _add_reason_each(reasons: np.ndarray, mask: np.ndarray, values: pd.Series, text: str) -> None:
-    """Like _add_reason, quoting each row's offending value so the reader sees it."""
-    for i in np.flatnonzero(mask):
-        item = f"{text} ({values.iloc[i]!r})"
-        reasons[i] = item if reasons[i] is None else f"{reasons[i]}; {item}"
+def quote_value(text: str | None) -> str:
+    """How a reason shows the offending value: trimmed, then as Python's repr."""
+    return repr((text or "").strip(WHITESPACE))
 
 
-def _rule(
-    name: str,
-    mask: np.ndarray,
-    values: pd.Series,
-    text: str,
-    spec: ColumnSpec,
-    reasons: np.ndarray,
-    outcome: ChunkOutcome,
-) -> None:
-    if not mask.any():
-        return
-    label = f"{name}: {text}"
-    if spec.severity == "warn":
-        outcome.warnings[label] += int(mask.sum())
-        return
-    _add_reason_each(reasons, mask, values, label)
-    outcome.reason_counts[label] += int(mask.sum())
+@dataclass(frozen=True)
+class RowRules:
+    """Every rule of a table's present columns, and the staged SQL the ingest stage runs.
+
+    `checked_sql` selects per row the raw columns under their names, the typed columns
+    (`typed_select` renames them back), one boolean flag column per rule and `__rejected`, in the
+    order of its source, so a table created from it has the source ordinal as its rowid.
+    """
+
+    table: TableSpec
+    columns: list[ColumnRules]
+
+    @property
+    def rules(self) -> list[tuple[Rule, str]]:
+        """(rule, column name) of every counted quantity, flags named, in config order."""
+        return [(rule, c.name) for c in self.columns for rule in c.rules]
+
+    @property
+    def error_rules(self) -> list[tuple[Rule, str]]:
+        """The rules whose breach sets a row aside."""
+        return [(rule, column) for rule, column in self.rules if rule.kind == "error"]
+
+    def checked_sql(self, source: str) -> str:
+        """SELECT over `source` (a relation with the raw columns by name): the checked rows."""
+        # A file with none of the declared columns still has rows to count: keep one placeholder.
+        stage1 = [ident(c.name) for c in self.columns] or ["NULL AS __none"]
+        stage1 += [f"{c.text} AS __s{i}" for i, c in enumerate(self.columns)]
+        stage2 = ["*"] + [
+            f"(__s{i} IS NOT NULL AND __s{i} <> '') AS __p{i}" for i in range(len(self.columns))
+        ]
+        stage2 += [f"{c.number} AS __n{i}" for i, c in enumerate(self.columns) if c.number is not None]
+        stage3 = [ident(c.name) for c in self.columns] or ["__none"]
+        stage3 += [f"{c.typed} AS __t{i}" for i, c in enumerate(self.columns)]
+        stage3 += [f"{rule.condition} AS {rule.flag}" for rule, _ in self.rules]
+        errors = [rule.flag for rule, _ in self.error_rules]
+        rejected = " OR ".join(errors) if errors else "false"
+        return (
+            f"SELECT *, ({rejected}) AS __rejected FROM (SELECT {', '.join(stage3)} FROM "
+            f"(SELECT {', '.join(stage2)} FROM (SELECT {', '.join(stage1)} FROM {source})))"
+        )
+
+    def typed_select(self) -> str:
+        """SQL select list of the typed columns of `checked_sql`, in config order, under their names."""
+        return ", ".join(f"__t{i} AS {ident(c.name)}" for i, c in enumerate(self.columns))
+
+    def reasons(self, flags: Sequence[bool], raw: dict[str, str | None]) -> str:
+        """The '; '-joined reasons of one set-aside row from its error flags (in `error_rules` order)."""
+        parts = []
+        for (rule, column), broken in zip(self.error_rules, flags, strict=True):
+            if broken:
+                parts.append(f"{rule.label} ({quote_value(raw[column])})" if rule.quote_value else rule.label)
+        return "; ".join(parts)
 
 
-def apply_row_rules(chunk: pd.DataFrame, table: TableSpec) -> ChunkOutcome:
-    """Type every declared column present in the chunk and split rows into kept and rejected."""
-    reasons = np.full(len(chunk), None, dtype=object)
-    outcome = ChunkOutcome(typed=pd.DataFrame(index=chunk.index), rejected_reasons=pd.Series(dtype=object))
-    typed_columns: dict[str, pd.Series] = {}
-    for name, spec in table.columns.items():
-        if name in chunk.columns:
-            typed_columns[name] = _check_column(name, chunk[name], spec, reasons, outcome)
-    typed = pd.DataFrame(typed_columns, index=chunk.index)
-    rejected = np.array([r is not None for r in reasons], dtype=bool)
-    outcome.typed = typed.loc[~rejected]
-    outcome.rejected_reasons = pd.Series(reasons[rejected], index=chunk.index[rejected], dtype=object)
-    return outcome
+def compile_row_rules(table: TableSpec, present: list[str]) -> RowRules:
+    """The row rules of the declared columns present in a file, in config order."""
+    clashing = [name for name in present if name.startswith("__")]
+    if clashing:
+        # Staged and internal columns are named __<letter><n>; a config column must not shadow them.
+        raise ValueError(f"column names may not start with '__': {clashing}")
+    columns = []
+    for i, name in enumerate(present):
+        column = _column_rules(i, name, table.columns[name])
+        named = [
+            Rule(r.label, r.kind, r.condition, r.quote_value, f"__f{i}_{j}")
+            for j, r in enumerate(column.rules)
+        ]
+        columns.append(ColumnRules(column.name, column.text, column.number, column.typed, named))
+    return RowRules(table, columns)

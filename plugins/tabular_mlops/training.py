@@ -155,10 +155,18 @@ def model_requirements(config: ModelConfig) -> list[str]:
     """Exact versions of what the logged model needs to load and predict."""
     names = ["mlflow", "pandas", "numpy", "scikit-learn", "pyarrow", "duckdb", "pydantic", "pyyaml"]
     names.append("xgboost" if config.model.type == "xgboost" else "lightgbm")
-    versions = library_versions()
-    from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
-    return [f"{n}=={versions.get(n) or version(n)}" for n in names]
+    pinned = []
+    for name in names:
+        try:
+            pinned.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            # A pin the serving image cannot install would only fail later, far from the cause.
+            raise RuntimeError(
+                f"{config.name}: the model needs {name!r} to load, but it is not installed here"
+            ) from None
+    return pinned
 
 
 def train_candidate(

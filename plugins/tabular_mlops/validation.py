@@ -1,13 +1,19 @@
 """Dataset-level expectations, built from a table's config and run with Great Expectations 1.x.
 
-Each table gets a suite: columns present, not-null and unique keys, categorical sets, numeric ranges,
-patterns, a row-count floor, label-rate bounds and foreign keys resolving above a share. Config
-severity `error` maps to GX `critical` (stops the run), `warn` to GX `warning` (reported only).
+Each table gets a suite: columns present, not-null keys, categorical sets, numeric ranges, patterns,
+a row-count floor, label-rate bounds and foreign keys resolving above a share. Config severity
+`error` maps to GX `critical` (stops the run), `warn` to GX `warning` (reported only).
+
+GX validates the typed table in batches (a 27M-row table never sits in pandas whole) and the batch
+results are merged into one outcome per expectation: counts add up, `mostly` and the bounds are
+judged on the totals. Key uniqueness cannot be split into batches, so DuckDB checks it over the
+whole table (`duplicate_keys_outcome`).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +22,7 @@ import pandas as pd
 from tabular_mlops.config import TableSpec
 
 if TYPE_CHECKING:
+    import duckdb
     from great_expectations.data_context import AbstractDataContext
 
 LABEL_INDICATOR = "__label_is_positive"
@@ -112,14 +119,6 @@ def build_expectations(table: TableSpec, present: set[str]) -> list[Any]:
                     column=name, regex=spec.pattern, severity=_severity(spec.severity)
                 )
             )
-    keys = [k for k in table.primary_key if k in present]
-    if keys and len(keys) == len(table.primary_key):
-        if len(keys) == 1:
-            expectations.append(gxe.ExpectColumnValuesToBeUnique(column=keys[0], severity=_severity("error")))
-        else:
-            expectations.append(
-                gxe.ExpectCompoundColumnsToBeUnique(column_list=keys, severity=_severity("error"))
-            )
     if table.label is not None and table.label.column in present:
         expectations.append(
             gxe.ExpectColumnMeanToBeBetween(
@@ -158,8 +157,6 @@ def _described(config: Any) -> tuple[str, str | None, str]:
         return "expect_foreign_key_to_resolve", key, f"at least {kwargs.get('mostly', 1.0):.2%} must resolve"
     if name == "expect_table_row_count_to_be_between":
         return name, None, f"at least {kwargs['min_value']} rows"
-    if name == "expect_compound_columns_to_be_unique":
-        return name, ",".join(kwargs["column_list"]), "key must be unique"
     if name == "expect_column_values_to_be_between":
         return name, column, f"range [{kwargs.get('min_value')}, {kwargs.get('max_value')}]"
     return name, column, ""
@@ -174,55 +171,159 @@ def _plain(value: Any) -> Any:
     return value
 
 
+@dataclass
+class _Tally:
+    """One expectation's results summed over the batches."""
+
+    success: bool = True
+    observed: Any = None
+    unexpected: int | None = None
+    element: int = 0
+    missing: int = 0
+    weighted_sum: float = 0.0
+    weight: int = 0
+    examples: list[Any] = field(default_factory=list)
+    exception: str | None = None
+
+    def add(self, kind: str, kwargs: dict[str, Any], item: Any, frame: pd.DataFrame) -> None:
+        """Fold one batch's result into the tally."""
+        if item.exception_info and item.exception_info.get("raised_exception"):
+            self.exception = self.exception or str(item.exception_info.get("exception_message"))
+        result = item.result
+        observed = result.get("observed_value")
+        if kind == "expect_table_row_count_to_be_between":
+            self.observed = (self.observed or 0) + int(observed or 0)
+        elif kind == "expect_column_mean_to_be_between":
+            count = int(frame[kwargs["column"]].notna().sum()) if kwargs["column"] in frame else 0
+            if observed is not None and count:
+                self.weighted_sum += float(observed) * count
+                self.weight += count
+        elif "unexpected_count" in result:
+            self.unexpected = (self.unexpected or 0) + int(result["unexpected_count"])
+            self.element += int(result.get("element_count") or 0)
+            self.missing += int(result.get("missing_count") or 0)
+            room = EXAMPLES_SHOWN - len(self.examples)
+            self.examples += [_plain(v) for v in result.get("partial_unexpected_list", [])][:room]
+        else:
+            self.success = self.success and bool(item.success)
+            self.observed = _plain(observed)
+
+    def verdict(self, kind: str, kwargs: dict[str, Any]) -> tuple[bool, Any, float | None]:
+        """(success, observed, unexpected percent) judged on the totals."""
+        if self.exception:
+            return False, self.observed, None
+        low, high = kwargs.get("min_value"), kwargs.get("max_value")
+        if kind in ("expect_table_row_count_to_be_between", "expect_column_mean_to_be_between"):
+            value = self.observed if kind.startswith("expect_table") else None
+            if kind == "expect_column_mean_to_be_between" and self.weight:
+                value = self.weighted_sum / self.weight
+            inside = value is not None and (low is None or value >= low) and (high is None or value <= high)
+            return inside, value, None
+        if self.unexpected is not None:
+            checked = self.element - self.missing
+            share = self.unexpected / checked if checked else 0.0
+            mostly = kwargs.get("mostly") or 1.0
+            return share <= 1.0 - mostly + 1e-12, None, 100.0 * share
+        return self.success, self.observed, None
+
+
 def run_expectations(
     context: AbstractDataContext,
     table_name: str,
     table: TableSpec,
-    frame: pd.DataFrame,
+    batches: Iterable[pd.DataFrame],
     fk_examples: dict[str, list[Any]] | None = None,
 ) -> list[ExpectationOutcome]:
-    """Validate one typed table with its GX suite and return one outcome per expectation."""
+    """Validate one typed table, batch by batch, with its GX suite; one merged outcome per expectation.
+
+    `batches` must yield at least one frame (an empty one with the table's columns for no rows).
+    """
     import great_expectations as gx
 
     source = context.data_sources.add_or_update_pandas(f"{table_name}_source")
     asset = source.add_dataframe_asset(table_name)
     batch_definition = asset.add_batch_definition_whole_dataframe("whole")
-    suite = gx.ExpectationSuite(
-        name=f"{table_name}_suite", expectations=build_expectations(table, set(frame.columns))
-    )
-    suite = context.suites.add_or_update(suite)
-    batch = batch_definition.get_batch(batch_parameters={"dataframe": frame})
-    result = batch.validate(
-        suite, result_format={"result_format": "SUMMARY", "partial_unexpected_count": EXAMPLES_SHOWN}
-    )
-    outcomes = []
-    for item in result.results:
-        config = item.expectation_config
-        assert config is not None  # GX fills it for every result of a suite run
-        name, column, detail = _described(config)
-        severity = "error" if str(config.severity.value) == "critical" else "warn"
-        observed = item.result.get("observed_value")
-        examples = [_plain(v) for v in item.result.get("partial_unexpected_list", [])][:EXAMPLES_SHOWN]
-        if name == "expect_foreign_key_to_resolve" and fk_examples is not None:
-            examples = fk_examples.get(column or "", [])
-        if item.exception_info and item.exception_info.get("raised_exception"):
-            detail = (
-                f"{detail} (could not be checked: {item.exception_info.get('exception_message')})".strip()
+    suite: Any = None
+    tallies: dict[str, _Tally] = {}
+    configs: dict[str, Any] = {}
+    for frame in batches:
+        if suite is None:
+            suite = gx.ExpectationSuite(
+                name=f"{table_name}_suite", expectations=build_expectations(table, set(frame.columns))
             )
-        if name == "expect_column_to_exist" and not item.success:
-            detail = "required column is missing from the file"
-        outcomes.append(
-            ExpectationOutcome(
-                table=table_name,
-                expectation=name,
-                column=column,
-                severity=severity,
-                success=bool(item.success),
-                observed=_plain(observed),
-                unexpected_count=_plain(item.result.get("unexpected_count")),
-                unexpected_percent=_plain(item.result.get("unexpected_percent")),
-                examples=examples,
-                detail=detail,
-            )
+            suite = context.suites.add_or_update(suite)
+        batch = batch_definition.get_batch(batch_parameters={"dataframe": frame})
+        result = batch.validate(
+            suite, result_format={"result_format": "SUMMARY", "partial_unexpected_count": EXAMPLES_SHOWN}
         )
-    return outcomes
+        for item in result.results:
+            config = item.expectation_config
+            assert config is not None  # GX fills it for every result of a suite run
+            key = str(config.id)
+            configs.setdefault(key, config)
+            tallies.setdefault(key, _Tally()).add(config.type, config.kwargs, item, frame)
+    if suite is None:
+        raise ValueError(f"{table_name}: no batch to validate (expected at least an empty frame)")
+    return [_outcome(table_name, configs[key], tally, fk_examples) for key, tally in tallies.items()]
+
+
+def _outcome(
+    table_name: str, config: Any, tally: _Tally, fk_examples: dict[str, list[Any]] | None
+) -> ExpectationOutcome:
+    name, column, detail = _described(config)
+    success, observed, percent = tally.verdict(config.type, config.kwargs)
+    severity = "error" if str(config.severity.value) == "critical" else "warn"
+    examples = tally.examples
+    if name == "expect_foreign_key_to_resolve" and fk_examples is not None:
+        examples = fk_examples.get(column or "", [])
+    if tally.exception:
+        detail = f"{detail} (could not be checked: {tally.exception})".strip()
+    if name == "expect_column_to_exist" and not success:
+        detail = "required column is missing from the file"
+    return ExpectationOutcome(
+        table=table_name,
+        expectation=name,
+        column=column,
+        severity=severity,
+        success=success,
+        observed=_plain(observed),
+        unexpected_count=tally.unexpected,
+        unexpected_percent=percent,
+        examples=examples,
+        detail=detail,
+    )
+
+
+def duplicate_keys_outcome(
+    con: duckdb.DuckDBPyConnection, relation: str, table_name: str, keys: list[str]
+) -> ExpectationOutcome:
+    """Primary-key uniqueness over a whole DuckDB relation (rows where every key is null are skipped)."""
+    from tabular_mlops.row_rules import ident
+
+    columns = ", ".join(ident(k) for k in keys)
+    not_all_null = " OR ".join(f"{ident(k)} IS NOT NULL" for k in keys)
+    checked = con.execute(f"SELECT count(*) FROM {relation} WHERE {not_all_null}").fetchall()[0][0]
+    duplicated = con.execute(
+        f"SELECT {columns}, count(*) AS n FROM {relation} WHERE {not_all_null} "
+        f"GROUP BY ALL HAVING count(*) > 1 ORDER BY n DESC, {columns}"
+    ).fetchall()
+    unexpected = int(sum(row[-1] for row in duplicated))
+    if len(keys) == 1:
+        name, column = "expect_column_values_to_be_unique", keys[0]
+        examples = [_plain(row[0]) for row in duplicated[:EXAMPLES_SHOWN]]
+    else:
+        name, column = "expect_compound_columns_to_be_unique", ",".join(keys)
+        examples = [
+            dict(zip(keys, map(_plain, row[:-1]), strict=True)) for row in duplicated[:EXAMPLES_SHOWN]
+        ]
+    return ExpectationOutcome(
+        table=table_name,
+        expectation=name,
+        column=column,
+        severity="error",
+        success=unexpected == 0,
+        unexpected_count=unexpected,
+        unexpected_percent=100.0 * unexpected / checked if checked else 0.0,
+        examples=examples,
+        detail="key must be unique" if len(keys) > 1 else "",
+    )

@@ -256,3 +256,41 @@ def test_missing_source_folder_is_a_clear_error(churn_config, workspace: Path) -
 
     with pytest.raises(StorageError, match=r"/nowhere/telco: data folder does not exist"):
         ingest_raw_tables(churn_config, source="/nowhere/telco", run_id="nowhere")
+
+
+def test_invalid_utf8_row_is_set_aside_not_altered(churn_config, telco_copy: Path, workspace: Path) -> None:
+    path = telco_copy / FILE_NAME
+    lines = path.read_bytes().split(b"\n")
+    lines[6] = lines[6].replace(b"Female", b"Fem\xe9le", 1).replace(b"Male", b"M\xe9le", 1)
+    path.write_bytes(b"\n".join(lines))
+    report = ingest_raw_tables(churn_config, source=str(telco_copy), run_id="latin1")
+    table = report.tables["customers"]
+    assert table.rows_quarantined == 1 and table.rows_written == table.rows_read - 1
+    quarantined = pd.read_csv(table.quarantine_file)
+    assert quarantined.loc[0, "line"] == 7
+    assert "unicode" in quarantined.loc[0, "reasons"].lower()
+    interim = pd.read_parquet(Path(report.interim_dir) / "customers.parquet")
+    assert not interim["gender"].str.contains("\ufffd").any()
+
+
+def test_line_numbers_count_blank_lines_and_quoted_newlines(
+    churn_config, telco_copy: Path, workspace: Path
+) -> None:
+    path = telco_copy / FILE_NAME
+    lines = path.read_text().splitlines()
+    fields = next(csv.reader([lines[3]]))
+    fields[0] = fields[0][:5] + "\n" + fields[0][5:]  # a quoted key over physical lines 4-5
+    lines[3] = ",".join(f'"{f}"' if "\n" in f else f for f in fields)
+    lines.insert(5, "")  # a blank line, physical line 7
+    bad = next(csv.reader([lines[7]]))
+    bad[5] = "12.5"  # tenure of the record on physical line 9
+    lines[7] = ",".join(bad)
+    path.write_text("\n".join(lines) + "\n")
+    report = ingest_raw_tables(churn_config, source=str(telco_copy), run_id="lines")
+    table = report.tables["customers"]
+    quarantined = pd.read_csv(table.quarantine_file)
+    assert quarantined["line"].tolist() == [4, 9] and table.line_numbers == "exact"
+    assert quarantined.loc[0, "reasons"].startswith("customerID: does not match")
+    assert quarantined.loc[0, "raw_row"].startswith(f'"{fields[0]}",')
+    assert quarantined.loc[1, "reasons"] == "tenure: not an integer ('12.5')"
+    assert table.rows_read == len(pd.read_csv(path, dtype=str))
