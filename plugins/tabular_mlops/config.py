@@ -263,6 +263,22 @@ class ScheduleSpec(_Strict):
         return value
 
 
+class ScoringSpec(_Strict):
+    """Batch scoring: where partitions live, which table holds the entities, how bad rows are judged."""
+
+    # Root of incoming/<model>/dt=<date>/ and predictions/<model>/dt=<date>/: a folder or s3:// prefix.
+    lake: str = "data/lake"
+    # The data.tables entry whose rows are scored (default: the table with the label); its rows are
+    # bound under the label table's name so the training SQL runs on them unchanged.
+    entity_table: str | None = None
+    # Share of a table's input rows that may be rejected before the run fails.
+    max_rejected_share: Probability = 0.01
+    # Rows per mapped scoring task, and rows per model call inside a task (bounds memory).
+    chunk_rows: int = Field(default=250_000, ge=1)
+    batch_rows: int = Field(default=50_000, ge=1)
+    catchup: bool = False
+
+
 class MonitoringSpec(_Strict):
     """Drift and performance thresholds that decide a breach."""
 
@@ -296,6 +312,7 @@ class ModelConfig(_Strict):
     split: SplitSpec = SplitSpec()
     gate: GateSpec
     schedules: ScheduleSpec = ScheduleSpec()
+    scoring: ScoringSpec = ScoringSpec()
     monitoring: MonitoringSpec = MonitoringSpec()
     alerts: AlertSpec
     source_file: str = Field(default="", exclude=True)
@@ -307,6 +324,22 @@ class ModelConfig(_Strict):
         if not _IDENTIFIER.match(value):
             raise ValueError("name must be a Python-style identifier (letters, digits, underscores)")
         return value
+
+    @model_validator(mode="after")
+    def _check_scoring(self) -> ModelConfig:
+        entity = self.scoring.entity_table
+        if entity is not None and entity not in self.data.tables:
+            known = ", ".join(self.data.tables)
+            raise ValueError(f"scoring.entity_table {entity!r} is not one of data.tables ({known})")
+        key, table = self.features.entity_key, self.scoring_entity_table
+        if key not in self.data.tables[table].columns:
+            raise ValueError(f"features.entity_key {key!r} is not a column of {table}")
+        return self
+
+    @property
+    def scoring_entity_table(self) -> str:
+        """The data.tables entry whose rows batch scoring scores."""
+        return self.scoring.entity_table or self.data.label_table
 
     @property
     def sql_path(self) -> Path:

@@ -12,7 +12,7 @@ import csv
 import hashlib
 import heapq
 import io
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,7 +51,8 @@ class LoadOutcome:
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
     blank_to_null: dict[str, int] = field(default_factory=dict)
     warnings: dict[str, int] = field(default_factory=dict)
-    line_numbers: str = "exact"  # exact | approximate (the two CSV parsers disagreed on the records)
+    # exact | approximate (the two CSV parsers disagreed on the records) | row (parquet row numbers)
+    line_numbers: str = "exact"
 
 
 def scan_file(path: Path) -> FileScan:
@@ -147,6 +148,40 @@ def connect(tmp: Path) -> duckdb.DuckDBPyConnection:
     return con
 
 
+def _check(
+    con: duckdb.DuckDBPyConnection,
+    rules: RowRules,
+    source: str,
+    params: dict[str, Any],
+    out_path: Path,
+    outcome: LoadOutcome,
+) -> tuple[int, int]:
+    """Create table `checked` from a source relation, count every rule, write the kept rows typed.
+
+    One pass from the file to the checked table; insertion order is kept (DuckDB's default), so a
+    row's rowid is its record ordinal in the file. Returns (kept, rejected) row counts.
+    """
+    con.execute(f"CREATE TABLE checked AS {rules.checked_sql(source)}", params)
+    kept, rejected = con.execute(
+        "SELECT count_if(NOT __rejected), count_if(__rejected) FROM checked"
+    ).fetchall()[0]
+    _count_rules(con, rules, outcome)
+    if rules.columns:
+        con.sql(f"SELECT {rules.typed_select()} FROM checked WHERE NOT __rejected").write_parquet(
+            str(out_path)
+        )
+    return int(kept), int(rejected)
+
+
+def _rejected_rows(con: duckdb.DuckDBPyConnection, rules: RowRules) -> duckdb.DuckDBPyConnection:
+    """Cursor over (rowid, error flags..., raw values...) of the rows that broke a rule, in file order."""
+    flags = [rule.flag for rule, _ in rules.error_rules]
+    columns = flags + [ident(c.name) for c in rules.columns]
+    return con.execute(
+        f"SELECT rowid, {', '.join(columns) or 'NULL'} FROM checked WHERE __rejected ORDER BY rowid"
+    )
+
+
 def load_csv(
     path: Path,
     spec: TableSpec,
@@ -166,22 +201,10 @@ def load_csv(
     with connect(tmp) as con:
         # The rules address columns by their header names; map them onto the positional ones.
         renamed = ", ".join(f"{ident(by_name[c])} AS {ident(c)}" for c in present) or "NULL AS __none"
-        # One pass from the file to the checked table; insertion order is kept (DuckDB's default),
-        # so a row's rowid is its record ordinal in the file.
-        source = f"(SELECT {renamed} FROM {READ_CSV})"
-        con.execute(
-            f"CREATE TABLE checked AS {rules.checked_sql(source)}",
-            {"path": str(path), "columns": dict.fromkeys(raw_names, "VARCHAR")},
+        params = {"path": str(path), "columns": dict.fromkeys(raw_names, "VARCHAR")}
+        kept_total, rejected_total = _check(
+            con, rules, f"(SELECT {renamed} FROM {READ_CSV})", params, out_path, outcome
         )
-        kept_total, rejected_total = con.execute(
-            "SELECT count_if(NOT __rejected), count_if(__rejected) FROM checked"
-        ).fetchall()[0]
-        _count_rules(con, rules, outcome)
-
-        if present:
-            con.sql(f"SELECT {rules.typed_select()} FROM checked WHERE NOT __rejected").write_parquet(
-                str(out_path)
-            )
         width_rejects = con.execute(
             "SELECT line, any_value(error_type), any_value(csv_line), any_value(error_message) "
             "FROM rejected_rows GROUP BY line ORDER BY line"
@@ -195,20 +218,45 @@ def load_csv(
             [int(r[0]) for r in width_rejects],
             wanted["rowid"],
         )
-        flags = [rule.flag for rule, _ in rules.error_rules]
-        rule_rows = con.execute(
-            f"SELECT rowid, {', '.join(flags + [ident(c) for c in present]) or 'NULL'} "
-            "FROM checked WHERE __rejected ORDER BY rowid"
-        )
         outcome.rows_quarantined = _write_quarantine(
             quarantine_path,
             source_label,
-            _rule_rejects(rule_rows, line_map, header, rules),
+            _rule_rejects(_rejected_rows(con, rules), line_map.kept_line, header, rules),
             _width_rejects(width_rejects, line_map, len(header), outcome),
         )
     outcome.rows_read = kept_total + rejected_total + len(width_rejects)
     outcome.rows_written = kept_total
     outcome.line_numbers = "exact" if line_map.exact else "approximate"
+    return outcome
+
+
+def parquet_columns(path: Path) -> list[str]:
+    """Column names of a parquet file."""
+    import pyarrow.parquet as pq
+
+    return list(pq.read_schema(path).names)
+
+
+def load_parquet(
+    path: Path, spec: TableSpec, source_label: str, out_path: Path, quarantine_path: Path, tmp: Path
+) -> LoadOutcome:
+    """The row rules over a parquet file, read as text like a CSV; `line` in quarantine is the row number."""
+    header = parquet_columns(path)
+    present = [c for c in spec.columns if c in header]
+    rules = compile_row_rules(spec, present)
+    outcome = LoadOutcome(line_numbers="row")
+    with connect(tmp) as con:
+        # Typed parquet values become text so the same rules judge them (a float in an int column).
+        as_text = ", ".join(f"CAST({ident(c)} AS VARCHAR) AS {ident(c)}" for c in present) or "NULL AS __none"
+        kept, rejected = _check(
+            con, rules, f"(SELECT {as_text} FROM read_parquet($path))", {"path": str(path)}, out_path, outcome
+        )
+        outcome.rows_quarantined = _write_quarantine(
+            quarantine_path,
+            source_label,
+            _rule_rejects(_rejected_rows(con, rules), lambda ordinal: ordinal + 1, header, rules),
+        )
+    outcome.rows_read, outcome.rows_written = kept + rejected, kept
     return outcome
 
 
@@ -231,7 +279,7 @@ def _count_rules(con: duckdb.DuckDBPyConnection, rules: RowRules, outcome: LoadO
 
 
 def _rule_rejects(
-    cursor: duckdb.DuckDBPyConnection, line_map: _LineMap, header: list[str], rules: RowRules
+    cursor: duckdb.DuckDBPyConnection, line_of: Callable[[int], int], header: list[str], rules: RowRules
 ) -> Iterator[tuple[int, str, str]]:
     """(line, reasons, raw row) of rows that broke a row rule, in file order."""
     width = len(rules.error_rules)
@@ -241,7 +289,7 @@ def _rule_rejects(
             raw = dict(zip(present, values[width:], strict=True))
             # The raw row in header order; columns not in the config were not kept.
             line = [raw.get(h) for h in header]
-            yield line_map.kept_line(int(ordinal)), rules.reasons(values[:width], raw), csv_line(line)
+            yield line_of(int(ordinal)), rules.reasons(values[:width], raw), csv_line(line)
 
 
 def _width_rejects(

@@ -189,7 +189,9 @@ def make_classifier(
         input_kind=config.features.model_input,
         entity_table=config.data.label_table,
         entity_key=config.features.entity_key,
-        sql=sql if config.features.model_input == "raw" else None,
+        # Feature-row models carry their SQL too: batch scoring builds features with the very SQL
+        # the version was trained with, not whatever include/sql holds on the day it scores.
+        sql=sql,
         feature_columns=feature_columns,
         preprocessor=preprocessor,
         estimator=estimator,

@@ -112,3 +112,81 @@ def publish_folder(staging: Path, final: Path) -> None:
     os.replace(staging, final)
     if old.exists():
         shutil.rmtree(old)
+
+
+def join(location: str, *parts: str) -> str:
+    """A child of a local folder or s3:// prefix."""
+    return "/".join([location.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def list_files(location: str, aws_conn_id: str) -> list[str]:
+    """Paths of every file under a location, relative to it and sorted; [] when it does not exist."""
+    if not is_s3(location):
+        folder = Path(location)
+        if not folder.is_dir():
+            return []
+        return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    bucket, prefix = split_s3(location)
+    keys = s3_hook(aws_conn_id).list_keys(bucket_name=bucket, prefix=f"{prefix}/" if prefix else "") or []
+    start = len(prefix) + 1 if prefix else 0
+    return sorted(key[start:] for key in keys if not key.endswith("/"))
+
+
+def download(location: str, local: Path, aws_conn_id: str) -> Path:
+    """Copy one file from a location (local or s3://) to a local path; return the local path."""
+    local.parent.mkdir(parents=True, exist_ok=True)
+    if is_s3(location):
+        bucket, key = split_s3(location)
+        s3_hook(aws_conn_id).get_conn().download_file(bucket, key, str(local))
+    else:
+        shutil.copyfile(location, local)
+    return local
+
+
+def upload(local: Path, location: str, aws_conn_id: str) -> None:
+    """Copy one local file to a location (local or s3://), replacing what is there."""
+    if is_s3(location):
+        bucket, key = split_s3(location)
+        s3_hook(aws_conn_id).load_file(str(local), key=key, bucket_name=bucket, replace=True)
+        return
+    target = Path(location)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(local, target)
+
+
+def delete_tree(location: str, aws_conn_id: str) -> None:
+    """Remove a folder or every object under an s3:// prefix; nothing there is fine."""
+    if not is_s3(location):
+        shutil.rmtree(location, ignore_errors=True)
+        return
+    bucket, prefix = split_s3(location)
+    keys = [f"{prefix}/{name}" for name in list_files(location, aws_conn_id)]
+    hook = s3_hook(aws_conn_id)
+    for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1,000 keys
+        hook.delete_objects(bucket=bucket, keys=keys[start : start + 1000])
+
+
+def replace_partition(folder: Path, destination: str, aws_conn_id: str, marker: str) -> list[str]:
+    """Put a fully written local folder at destination, replacing what was there; return the files.
+
+    Locally the folder is renamed into place, so readers see the old partition or the new one.
+    S3 has no rename: the old `marker` (the manifest) goes first, so the partition reads as
+    incomplete, then the old objects, then the new files, and the new marker last.
+    """
+    names = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    if marker not in names:
+        raise StorageError(f"{folder}: {marker} missing; refusing to publish an incomplete partition")
+    if not is_s3(destination):
+        target = Path(destination)
+        incoming = target.with_name(f".{target.name}.incoming-{os.getpid()}")
+        shutil.rmtree(incoming, ignore_errors=True)
+        shutil.copytree(folder, incoming)
+        publish_folder(incoming, target)
+        return [str(target / name) for name in names]
+    bucket, prefix = split_s3(destination)
+    hook = s3_hook(aws_conn_id)
+    hook.delete_objects(bucket=bucket, keys=[f"{prefix}/{marker}"])
+    delete_tree(destination, aws_conn_id)
+    for name in [n for n in names if n != marker] + [marker]:
+        upload(folder / name, join(destination, name), aws_conn_id)
+    return [join(destination, name) for name in names]

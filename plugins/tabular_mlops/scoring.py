@@ -1,0 +1,557 @@
+"""Batch scoring: one partition of incoming rows to one partition of predictions, one pinned version.
+
+The stages are the tasks of `<model>_batch_scoring`; `mlops score` runs them in one process:
+
+1. `pin_model`: resolve `production` (or a given version) once; every later stage loads that
+   version, so a promotion during the run cannot mix versions in one partition.
+2. `prepare`: find the partition's files, check every table with the row rules (rows that cannot
+   be scored go to rejects with their reasons), build the model's input rows (for a feature-row
+   model, the feature SQL the version was trained with) and split them into chunk files.
+3. `score_chunk`: one chunk to predictions, `batch_rows` rows per model call.
+4. `publish`: combine the chunks' outputs into `predictions.parquet`, put `rejects.csv` beside
+   it and `_manifest.json` last, replacing an earlier run of the same date.
+
+Intermediate files live in the run's staging folder under the output's parent (`_staging/`, a
+name partition readers skip), in the lake itself, so Celery workers on other hosts share them.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from tabular_mlops import registry, settings, storage, tracking
+from tabular_mlops.config import ModelConfig, TableSpec
+from tabular_mlops.csv_load import LoadOutcome, load_csv, load_parquet, read_header, scan_file
+
+MANIFEST = "_manifest.json"
+PREDICTIONS = "predictions.parquet"
+REJECTS = "rejects.csv"
+PREPARED = "prepared.json"
+REJECTS_HEADER = ["table", "source_file", "line", "reasons", "raw_row"]
+Progress = Callable[[str], None]
+
+
+class ScoringError(RuntimeError):
+    """A scoring run that cannot go on; the message names the location or table at fault."""
+
+
+class PartitionMissing(ScoringError):
+    """The input partition for the date has no files: nothing to score, nothing rescored."""
+
+
+@dataclass(frozen=True)
+class PinnedModel:
+    """The registry version a whole run scores with."""
+
+    registered_name: str
+    version: str
+
+    @property
+    def uri(self) -> str:
+        """models:/ URI of exactly this version."""
+        return f"models:/{self.registered_name}/{self.version}"
+
+    def to_dict(self) -> dict[str, str]:
+        """Plain form for XCom."""
+        return {"registered_name": self.registered_name, "version": self.version}
+
+
+def partition(config: ModelConfig, kind: str, day: date | str, lake: str | None = None) -> str:
+    """`<lake>/<kind>/<model>/dt=<YYYY-MM-DD>`, kind being incoming or predictions."""
+    root = settings.resolve_location(lake or config.scoring.lake)
+    return storage.join(root, kind, config.name, f"dt={day if isinstance(day, str) else day.isoformat()}")
+
+
+def staging_location(output: str, run_id: str) -> str:
+    """The run's scratch folder beside the output partition, under `_staging/`."""
+    parent, _, name = output.rstrip("/").rpartition("/")
+    return storage.join(parent, "_staging", f"{name}.{run_id}")
+
+
+def pin_model(config: ModelConfig, version: str | None = None) -> PinnedModel:
+    """The version to score with: the given one, else what `production` points at now."""
+    name = tracking.registered_name(config.model.registered_name)
+    if version is None:
+        version = registry.alias_version(name, registry.PRODUCTION)
+        if version is None:
+            raise ScoringError(
+                f"{name}: no version has alias {registry.PRODUCTION!r}; train and promote one first"
+            )
+    from mlflow.exceptions import MlflowException
+
+    try:
+        tracking.configure().get_model_version(name, str(version))
+    except MlflowException as exc:
+        raise ScoringError(f"{name}: version {version} is not in the registry: {exc.message}") from None
+    return PinnedModel(name, str(version))
+
+
+def scoring_spec(spec: TableSpec) -> TableSpec:
+    """A table's row rules as scoring applies them.
+
+    A row is rejected only when it cannot be scored: a required value missing or a value that is
+    not its type. An unseen category, a value out of the training range or an odd pattern is
+    counted as a warning and scored: the model's encoder maps unseen categories to all zeros.
+    The label is not expected.
+    """
+    label = spec.label.column if spec.label is not None else None
+    columns = {
+        name: column.model_copy(update={"severity": "warn"})
+        for name, column in spec.columns.items()
+        if name != label
+    }
+    return spec.model_copy(update={"columns": columns, "label": None, "foreign_keys": []})
+
+
+def tables_to_read(config: ModelConfig) -> list[str]:
+    """The tables a scoring partition must hold: the entity table, plus history for feature rows."""
+    entity = config.scoring_entity_table
+    if config.features.model_input == "raw":
+        return [entity]
+    label_table = config.data.label_table
+    return [entity] + [t for t in config.data.tables if t not in (entity, label_table)]
+
+
+def _find_file(spec: TableSpec, table: str, files: list[str]) -> str | None:
+    """The partition file of a table: its CSV name, else `<stem>.parquet` or `<table>.parquet`."""
+    for name in (spec.file, f"{Path(spec.file).stem}.parquet", f"{table}.parquet"):
+        if name in files:
+            return name
+    return None
+
+
+@dataclass
+class TableInput:
+    """One input table of a run: where it came from and what the row rules made of it."""
+
+    table: str
+    file: str
+    sha256: str
+    outcome: LoadOutcome
+
+    def to_dict(self) -> dict[str, Any]:
+        """Manifest form."""
+        o = self.outcome
+        return {
+            "table": self.table,
+            "file": self.file,
+            "sha256": self.sha256,
+            "rows_read": o.rows_read,
+            "rows_rejected": o.rows_quarantined,
+            "reject_reasons": o.quarantine_reasons,
+            "warnings": o.warnings,
+        }
+
+
+def _load_table(
+    table: str, spec: TableSpec, local: Path, label: str, work: Path
+) -> tuple[TableInput, Path, Path]:
+    """Row rules over one downloaded input file; returns its record, typed parquet and rejects CSV."""
+    typed, rejects = work / f"{table}.parquet", work / f"{table}.rejects.csv"
+    relaxed = scoring_spec(spec)
+    if local.suffix == ".parquet":
+        outcome = load_parquet(local, relaxed, label, typed, rejects, work / "_duckdb")
+        digest = storage.fingerprint(local)
+    else:
+        scan = scan_file(local)
+        outcome = load_csv(local, relaxed, read_header(local), scan, label, typed, rejects, work / "_duckdb")
+        digest = scan.sha256
+    return TableInput(table, local.name, digest, outcome), typed, rejects
+
+
+def _model_sql(config: ModelConfig, pinned: PinnedModel, say: Progress) -> dict[str, str]:
+    """The feature SQL the pinned version was trained with (older versions: include/sql's)."""
+    import mlflow
+
+    from tabular_mlops.features import read_sql_folder
+
+    tracking.configure()
+    model = mlflow.pyfunc.load_model(pinned.uri).unwrap_python_model()
+    sql = getattr(model, "sql", None)
+    if sql:
+        return dict(sql)
+    say(f"{pinned.uri} carries no SQL (trained before it did); using {config.sql_path}")
+    return read_sql_folder(config.sql_path)
+
+
+def _build_feature_rows(
+    config: ModelConfig, pinned: PinnedModel, typed: dict[str, Path], out: Path, say: Progress
+) -> int:
+    """Run the version's feature SQL over the typed input tables into `out`; return its row count."""
+    import duckdb
+
+    from tabular_mlops.features import bind_parquet, run_feature_sql
+
+    sql = _model_sql(config, pinned, say)
+    tables = dict(typed)
+    # The SQL reads the training table's name; the rows to score stand in for it.
+    tables[config.data.label_table] = tables.pop(config.scoring_entity_table)
+    with duckdb.connect() as con:
+        con.execute("SET enable_progress_bar = false")
+        bind_parquet(con, tables)
+        run_feature_sql(con, sql).write_parquet(str(out))
+        return int(con.execute("SELECT count(*) FROM read_parquet($p)", {"p": str(out)}).fetchall()[0][0])
+
+
+def _write_chunks(rows: Path, chunk_rows: int, folder: Path) -> list[tuple[Path, int]]:
+    """Split a parquet file into files of at most chunk_rows rows, streaming; [] for no rows."""
+    import pyarrow.parquet as pq
+
+    folder.mkdir(parents=True, exist_ok=True)
+    chunks: list[tuple[Path, int]] = []
+    source = pq.ParquetFile(rows)
+    writer: Any = None
+    count = 0
+    for batch in source.iter_batches(batch_size=min(chunk_rows, 65_536)):
+        offset = 0
+        while offset < batch.num_rows:
+            if writer is None:
+                path = folder / f"part-{len(chunks):05d}.parquet"
+                writer = pq.ParquetWriter(path, source.schema_arrow)
+                chunks.append((path, 0))
+            take = min(chunk_rows - count, batch.num_rows - offset)
+            writer.write_batch(batch.slice(offset, take))
+            offset += take
+            count += take
+            if count == chunk_rows:
+                writer.close()
+                chunks[-1] = (chunks[-1][0], count)
+                writer, count = None, 0
+    if writer is not None:
+        writer.close()
+        chunks[-1] = (chunks[-1][0], count)
+    return chunks
+
+
+def _merge_rejects(parts: list[tuple[str, Path]], out: Path) -> int:
+    """One rejects CSV from the per-table quarantine files, a `table` column first; return the rows."""
+    count = 0
+    with out.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(REJECTS_HEADER)
+        for table, path in parts:
+            if not path.exists():
+                continue
+            with path.open(newline="") as source:
+                reader = csv.reader(source)
+                next(reader)
+                for row in reader:
+                    writer.writerow([table, *row])
+                    count += 1
+    return count
+
+
+def prepare(
+    config: ModelConfig,
+    pinned: PinnedModel,
+    input_location: str,
+    staging: str,
+    progress: Progress | None = None,
+) -> list[dict[str, Any]]:
+    """Validate the partition, build the rows to score, stage them as chunks; return the chunks."""
+    say = progress or (lambda _m: None)
+    conn = config.data.aws_conn_id
+    started = time.perf_counter()
+    files = storage.list_files(input_location, conn)
+    if not files:
+        raise PartitionMissing(
+            f"{input_location}: no input files (partition missing or empty); nothing scored"
+        )
+    found: dict[str, str] = {}
+    for table in tables_to_read(config):
+        spec = config.data.tables[table]
+        name = _find_file(spec, table, files)
+        if name is None:
+            raise ScoringError(
+                f"{input_location}: table {table} not found (expected {spec.file} or "
+                f"{Path(spec.file).stem}.parquet); the partition holds {', '.join(files)}"
+            )
+        found[table] = name
+    work = Path(tempfile.mkdtemp(prefix="mlops-prepare-"))
+    try:
+        inputs: list[TableInput] = []
+        typed: dict[str, Path] = {}
+        rejects: list[tuple[str, Path]] = []
+        for table, name in found.items():
+            location = storage.join(input_location, name)
+            local = storage.download(location, work / "input" / name, conn)
+            record, typed[table], rejected = _load_table(
+                table, config.data.tables[table], local, location, work
+            )
+            inputs.append(record)
+            rejects.append((table, rejected))
+            read, rejected_rows = record.outcome.rows_read, record.outcome.rows_quarantined
+            say(f"{table}: {read:,} rows read, {rejected_rows:,} rejected")
+        _merge_rejects(rejects, work / REJECTS)
+        storage.upload(work / REJECTS, storage.join(staging, REJECTS), conn)
+        too_many = [
+            f"{r.table}: {r.outcome.rows_quarantined:,} of {r.outcome.rows_read:,} rows rejected"
+            for r in inputs
+            if r.outcome.rows_read
+            and r.outcome.rows_quarantined / r.outcome.rows_read > config.scoring.max_rejected_share
+        ]
+        if too_many:
+            raise ScoringError(
+                f"{input_location}: more than {config.scoring.max_rejected_share:.2%} of rows rejected "
+                f"({'; '.join(too_many)}); rejects with reasons: {storage.join(staging, REJECTS)}"
+            )
+        entity = next(r for r in inputs if r.table == config.scoring_entity_table)
+        kept = entity.outcome.rows_written
+        rows = typed[config.scoring_entity_table]
+        if config.features.model_input == "features" and kept:
+            rows = work / "feature_rows.parquet"
+            built = _build_feature_rows(config, pinned, typed, rows, say)
+            if built != kept:
+                raise ScoringError(
+                    f"{config.name}: the feature SQL made {built:,} rows from {kept:,} entity rows; "
+                    f"duplicate {config.features.entity_key} values in {entity.file}?"
+                )
+        chunks = _write_chunks(rows, config.scoring.chunk_rows, work / "chunks") if kept else []
+        staged = []
+        for index, (path, count) in enumerate(chunks):
+            uri = storage.join(staging, "input", path.name)
+            storage.upload(path, uri, conn)
+            staged.append({"index": index, "uri": uri, "rows": count})
+        prepared = {
+            "input": input_location,
+            "tables": [r.to_dict() for r in inputs],
+            "entity_table": config.scoring_entity_table,
+            "rows_to_score": kept,
+            "chunks": len(staged),
+            "prepare_seconds": round(time.perf_counter() - started, 2),
+        }
+        (work / PREPARED).write_text(json.dumps(prepared, indent=2))
+        storage.upload(work / PREPARED, storage.join(staging, PREPARED), conn)
+        say(f"{kept:,} rows to score in {len(staged)} chunk(s) of at most {config.scoring.chunk_rows:,}")
+        return staged
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def discard_staged_rows(config: ModelConfig, staging: str) -> None:
+    """After a failed run: drop the staged rows, keep rejects.csv there for whoever investigates."""
+    for folder in ("input", "scored"):
+        storage.delete_tree(storage.join(staging, folder), config.data.aws_conn_id)
+
+
+def load_pinned(pinned: PinnedModel) -> Any:
+    """The pinned version as a pyfunc."""
+    import mlflow
+
+    tracking.configure()
+    return mlflow.pyfunc.load_model(pinned.uri)
+
+
+def score_chunk(
+    config: ModelConfig,
+    pinned: PinnedModel,
+    chunk: dict[str, Any],
+    staging: str,
+    threshold: float,
+    run_id: str,
+    scored_at: str,
+    model: Any = None,
+) -> dict[str, Any]:
+    """Score one staged chunk into `<staging>/scored/part-N.parquet`; return its counts."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tabular_mlops.training import signature_frame
+
+    conn = config.data.aws_conn_id
+    model = model if model is not None else load_pinned(pinned)
+    key = config.features.entity_key
+    work = Path(tempfile.mkdtemp(prefix="mlops-score-"))
+    try:
+        local = storage.download(chunk["uri"], work / "chunk.parquet", conn)
+        out = work / f"part-{int(chunk['index']):05d}.parquet"
+        writer: Any = None
+        rows = positives = 0
+        probability_sum = 0.0
+        stamp = pd.Timestamp(scored_at)
+        for batch in pq.ParquetFile(local).iter_batches(batch_size=config.scoring.batch_rows):
+            frame = batch.to_pandas()
+            probability = model.predict(signature_frame(frame))["probability"].to_numpy(dtype="float64")
+            prediction = (probability >= threshold).astype("int8")
+            scored = pd.DataFrame(
+                {
+                    key: frame[key].to_numpy(),
+                    "probability": probability,
+                    "prediction": prediction,
+                    "threshold": threshold,
+                    "model_name": pinned.registered_name,
+                    "model_version": pinned.version,
+                    "scored_at": stamp,
+                    "run_id": run_id,
+                }
+            )
+            table = pa.Table.from_pandas(scored, preserve_index=False)
+            if writer is None:
+                writer = pq.ParquetWriter(out, table.schema)
+            writer.write_table(table)
+            rows += len(scored)
+            positives += int(prediction.sum())
+            probability_sum += float(probability.sum())
+        if writer is not None:
+            writer.close()
+            storage.upload(out, storage.join(staging, "scored", out.name), conn)
+        return {
+            "index": chunk["index"],
+            "rows": rows,
+            "positives": positives,
+            "probability_sum": probability_sum,
+        }
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _empty_predictions(config: ModelConfig) -> Any:
+    """The predictions schema, for a partition with no rows to score."""
+    import pyarrow as pa
+
+    key = config.features.entity_key
+    column = config.data.tables[config.scoring_entity_table].columns[key]
+    key_type = pa.int64() if column.type == "int" else pa.float64() if column.type == "float" else pa.string()
+    return pa.schema(
+        [
+            (key, key_type),
+            ("probability", pa.float64()),
+            ("prediction", pa.int8()),
+            ("threshold", pa.float64()),
+            ("model_name", pa.string()),
+            ("model_version", pa.string()),
+            ("scored_at", pa.timestamp("ns", tz="UTC")),
+            ("run_id", pa.string()),
+        ]
+    )
+
+
+def publish(
+    config: ModelConfig,
+    pinned: PinnedModel,
+    staging: str,
+    output: str,
+    scored: list[dict[str, Any]],
+    threshold: float,
+    run_id: str,
+    origin: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Combine the scored chunks and rejects into the output partition, manifest last; return the summary."""
+    import pyarrow.parquet as pq
+
+    from tabular_mlops.training import git_commit
+
+    conn = config.data.aws_conn_id
+    work = Path(tempfile.mkdtemp(prefix="mlops-publish-"))
+    try:
+        prepared = json.loads(
+            storage.download(storage.join(staging, PREPARED), work / PREPARED, conn).read_text()
+        )
+        folder = work / "partition"
+        folder.mkdir()
+        storage.download(storage.join(staging, REJECTS), folder / REJECTS, conn)
+        parts = sorted(scored, key=lambda s: int(s["index"]))
+        rows = sum(int(s["rows"]) for s in parts)
+        if rows != prepared["rows_to_score"]:
+            raise ScoringError(
+                f"{output}: {rows:,} rows scored, {prepared['rows_to_score']:,} staged; not publishing"
+            )
+        writer: Any = None
+        for part in parts:
+            name = f"part-{int(part['index']):05d}.parquet"
+            local = storage.download(storage.join(staging, "scored", name), work / name, conn)
+            source = pq.ParquetFile(local)
+            for batch in source.iter_batches(batch_size=config.scoring.batch_rows):
+                if writer is None:
+                    writer = pq.ParquetWriter(folder / PREDICTIONS, source.schema_arrow)
+                writer.write_batch(batch)
+            local.unlink()
+        if writer is None:
+            pq.write_table(_empty_predictions(config).empty_table(), folder / PREDICTIONS)
+        else:
+            writer.close()
+        entity = next(t for t in prepared["tables"] if t["table"] == prepared["entity_table"])
+        positives = sum(int(s["positives"]) for s in parts)
+        counts = {
+            "input": entity["rows_read"],
+            "scored": rows,
+            "rejected": entity["rows_rejected"],
+            "positives": positives,
+            "mean_probability": round(sum(float(s["probability_sum"]) for s in parts) / rows, 6)
+            if rows
+            else None,
+        }
+        if counts["scored"] + counts["rejected"] != counts["input"]:
+            raise ScoringError(f"{output}: scored + rejected != input rows ({counts}); not publishing")
+        manifest = {
+            "model": config.name,
+            "registered_name": pinned.registered_name,
+            "model_version": pinned.version,
+            "threshold": threshold,
+            "run_id": run_id,
+            "airflow": origin or {},
+            "code_version": git_commit(),
+            "input": {"location": prepared["input"], "tables": prepared["tables"]},
+            "output": {"location": output, "files": [PREDICTIONS, REJECTS]},
+            "counts": counts,
+            "rejects_by_table": {t["table"]: t["rows_rejected"] for t in prepared["tables"]},
+            "timings": {"prepare_seconds": prepared["prepare_seconds"]},
+            "published_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+        storage.replace_partition(folder, output, conn, MANIFEST)
+        storage.delete_tree(staging, conn)
+        return {
+            "output": output,
+            **{k: manifest[k] for k in ("model", "model_version", "threshold", "run_id")},
+            "counts": counts,
+        }
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def score_partition(
+    config: ModelConfig,
+    input_location: str,
+    output: str,
+    threshold: float | None = None,
+    version: str | None = None,
+    run_id: str | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """The whole run in one process (what `mlops score` does): pin, prepare, score, publish."""
+    from tabular_mlops.ingest import default_run_id, safe_run_id
+
+    say = progress or (lambda _m: None)
+    started = time.perf_counter()
+    run = safe_run_id(run_id or default_run_id())
+    input_location = settings.resolve_location(input_location)
+    output = settings.resolve_location(output)
+    pinned = pin_model(config, version)
+    say(f"scoring with {pinned.uri}")
+    cut = config.model.threshold if threshold is None else threshold
+    staging = staging_location(output, run)
+    try:
+        chunks = prepare(config, pinned, input_location, staging, say)
+        model = load_pinned(pinned) if chunks else None
+        scored_at = datetime.now(UTC).isoformat()
+        results = []
+        for chunk in chunks:
+            results.append(score_chunk(config, pinned, chunk, staging, cut, run, scored_at, model))
+            say(f"chunk {chunk['index'] + 1}/{len(chunks)}: {chunk['rows']:,} rows scored")
+        summary = publish(config, pinned, staging, output, results, cut, run)
+    except Exception:
+        discard_staged_rows(config, staging)
+        raise
+    summary["seconds"] = round(time.perf_counter() - started, 2)
+    return summary
