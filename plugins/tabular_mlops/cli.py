@@ -114,6 +114,34 @@ def _train(args: argparse.Namespace) -> int:
     return EXIT_OK if result["gate"]["passed"] or args.dry_run else EXIT_FAILED
 
 
+def _score(args: argparse.Namespace) -> int:
+    from datetime import UTC, date, datetime
+
+    from tabular_mlops.config import get_model_config
+    from tabular_mlops.scoring import ScoringError, partition, score_partition
+
+    config = get_model_config(args.model)
+    day = date.fromisoformat(args.date) if args.date else datetime.now(UTC).date()
+    source = args.input or partition(config, "incoming", day)
+    output = args.output or partition(config, "predictions", day)
+    _progress(f"scoring {source} -> {output}")
+    try:
+        summary = score_partition(
+            config, source, output, args.threshold, args.version, args.run_id, progress=_progress
+        )
+    except ScoringError as exc:
+        print(f"mlops score: {exc}", file=sys.stderr)
+        _emit({"model": args.model, "status": "failed", "input": source, "output": output, "error": str(exc)})
+        return EXIT_FAILED
+    counts = summary["counts"]
+    _progress(
+        f"{counts['scored']:,} scored + {counts['rejected']:,} rejected = {counts['input']:,} input rows; "
+        f"{counts['positives']:,} predicted positive with model version {summary['model_version']}"
+    )
+    _emit({"status": "published", **summary})
+    return EXIT_OK
+
+
 def _registered_name(model: str) -> str:
     """Registry name of a model config (MLFLOW_MODEL_NAME overrides it)."""
     from tabular_mlops import tracking
@@ -195,6 +223,20 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--dry-run", action="store_true", help="compute and report everything, move no alias")
     tr.set_defaults(handler=_train)
 
+    sc = sub.add_parser("score", help="score one partition with the production (or a given) version")
+    sc.add_argument("--model", required=True)
+    sc.add_argument(
+        "--input", default=None, help="input folder or s3:// prefix (default: the date's partition)"
+    )
+    sc.add_argument(
+        "--output", default=None, help="output folder or s3:// prefix (default: the date's partition)"
+    )
+    sc.add_argument("--date", default=None, help="YYYY-MM-DD of the default partitions (default: today, UTC)")
+    sc.add_argument("--threshold", type=float, default=None, help="override the config's decision threshold")
+    sc.add_argument("--version", default=None, help="score with this registry version, not production")
+    sc.add_argument("--run-id", default=None, help="run id written beside every prediction")
+    sc.set_defaults(handler=_score)
+
     pr = sub.add_parser("promote", help="point the production alias at a version (previous keeps the old)")
     pr.add_argument("--model", required=True)
     pr.add_argument("--version", required=True)
@@ -219,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     known: tuple[type[Exception], ...] = (ConfigError, StorageError, ValueError)
-    if args.command in ("train", "promote", "rollback", "history"):
+    if args.command in ("train", "score", "promote", "rollback", "history"):
         from mlflow.exceptions import MlflowException
 
         from tabular_mlops.features import FeatureBuildError

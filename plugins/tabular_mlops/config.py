@@ -266,8 +266,9 @@ class ScheduleSpec(_Strict):
 class ScoringSpec(_Strict):
     """Batch scoring: where partitions live, which table holds the entities, how bad rows are judged."""
 
-    # Root of incoming/<model>/dt=<date>/ and predictions/<model>/dt=<date>/: a folder or s3:// prefix.
-    lake: str = "data/lake"
+    # Root of incoming/<model>/dt=<date>/ and predictions/<model>/dt=<date>/: a folder or s3://
+    # prefix. MLOPS_LAKE overrides it; with neither, <data dir>/lake.
+    lake: str | None = None
     # The data.tables entry whose rows are scored (default: the table with the label); its rows are
     # bound under the label table's name so the training SQL runs on them unchanged.
     entity_table: str | None = None

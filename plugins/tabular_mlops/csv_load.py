@@ -148,6 +148,12 @@ def connect(tmp: Path) -> duckdb.DuckDBPyConnection:
     return con
 
 
+def _carried(header: list[str], rules: RowRules) -> dict[str, str]:
+    """{alias: header name} of the undeclared columns a rejected row keeps (aliases are positional)."""
+    declared = {c.name for c in rules.columns}
+    return {f"__x{i}": name for i, name in enumerate(header) if name not in declared}
+
+
 def _check(
     con: duckdb.DuckDBPyConnection,
     rules: RowRules,
@@ -155,13 +161,14 @@ def _check(
     params: dict[str, Any],
     out_path: Path,
     outcome: LoadOutcome,
+    carry: list[str],
 ) -> tuple[int, int]:
     """Create table `checked` from a source relation, count every rule, write the kept rows typed.
 
     One pass from the file to the checked table; insertion order is kept (DuckDB's default), so a
     row's rowid is its record ordinal in the file. Returns (kept, rejected) row counts.
     """
-    con.execute(f"CREATE TABLE checked AS {rules.checked_sql(source)}", params)
+    con.execute(f"CREATE TABLE checked AS {rules.checked_sql(source, carry)}", params)
     kept, rejected = con.execute(
         "SELECT count_if(NOT __rejected), count_if(__rejected) FROM checked"
     ).fetchall()[0]
@@ -173,10 +180,12 @@ def _check(
     return int(kept), int(rejected)
 
 
-def _rejected_rows(con: duckdb.DuckDBPyConnection, rules: RowRules) -> duckdb.DuckDBPyConnection:
+def _rejected_rows(
+    con: duckdb.DuckDBPyConnection, rules: RowRules, carry: list[str]
+) -> duckdb.DuckDBPyConnection:
     """Cursor over (rowid, error flags..., raw values...) of the rows that broke a rule, in file order."""
     flags = [rule.flag for rule, _ in rules.error_rules]
-    columns = flags + [ident(c.name) for c in rules.columns]
+    columns = flags + [ident(c.name) for c in rules.columns] + [ident(c) for c in carry]
     return con.execute(
         f"SELECT rowid, {', '.join(columns) or 'NULL'} FROM checked WHERE __rejected ORDER BY rowid"
     )
@@ -200,11 +209,12 @@ def load_csv(
     by_name = dict(zip(header, raw_names, strict=True))
     with connect(tmp) as con:
         # The rules address columns by their header names; map them onto the positional ones.
-        renamed = ", ".join(f"{ident(by_name[c])} AS {ident(c)}" for c in present) or "NULL AS __none"
+        carried = _carried(header, rules)
+        renamed = [f"{ident(by_name[c])} AS {ident(c)}" for c in present]
+        renamed += [f"c{alias[3:]} AS {alias}" for alias in carried]
         params = {"path": str(path), "columns": dict.fromkeys(raw_names, "VARCHAR")}
-        kept_total, rejected_total = _check(
-            con, rules, f"(SELECT {renamed} FROM {READ_CSV})", params, out_path, outcome
-        )
+        source = f"(SELECT {', '.join(renamed) or 'NULL AS __none'} FROM {READ_CSV})"
+        kept_total, rejected_total = _check(con, rules, source, params, out_path, outcome, list(carried))
         width_rejects = con.execute(
             "SELECT line, any_value(error_type), any_value(csv_line), any_value(error_message) "
             "FROM rejected_rows GROUP BY line ORDER BY line"
@@ -221,7 +231,9 @@ def load_csv(
         outcome.rows_quarantined = _write_quarantine(
             quarantine_path,
             source_label,
-            _rule_rejects(_rejected_rows(con, rules), line_map.kept_line, header, rules),
+            _rule_rejects(
+                _rejected_rows(con, rules, list(carried)), line_map.kept_line, header, rules, carried
+            ),
             _width_rejects(width_rejects, line_map, len(header), outcome),
         )
     outcome.rows_read = kept_total + rejected_total + len(width_rejects)
@@ -247,14 +259,17 @@ def load_parquet(
     outcome = LoadOutcome(line_numbers="row")
     with connect(tmp) as con:
         # Typed parquet values become text so the same rules judge them (a float in an int column).
-        as_text = ", ".join(f"CAST({ident(c)} AS VARCHAR) AS {ident(c)}" for c in present) or "NULL AS __none"
-        kept, rejected = _check(
-            con, rules, f"(SELECT {as_text} FROM read_parquet($path))", {"path": str(path)}, out_path, outcome
-        )
+        carried = _carried(header, rules)
+        as_text = [f"CAST({ident(c)} AS VARCHAR) AS {ident(c)}" for c in present]
+        as_text += [f"CAST({ident(name)} AS VARCHAR) AS {alias}" for alias, name in carried.items()]
+        source = f"(SELECT {', '.join(as_text) or 'NULL AS __none'} FROM read_parquet($path))"
+        kept, rejected = _check(con, rules, source, {"path": str(path)}, out_path, outcome, list(carried))
         outcome.rows_quarantined = _write_quarantine(
             quarantine_path,
             source_label,
-            _rule_rejects(_rejected_rows(con, rules), lambda ordinal: ordinal + 1, header, rules),
+            _rule_rejects(
+                _rejected_rows(con, rules, list(carried)), lambda ordinal: ordinal + 1, header, rules, carried
+            ),
         )
     outcome.rows_read, outcome.rows_written = kept + rejected, kept
     return outcome
@@ -279,16 +294,19 @@ def _count_rules(con: duckdb.DuckDBPyConnection, rules: RowRules, outcome: LoadO
 
 
 def _rule_rejects(
-    cursor: duckdb.DuckDBPyConnection, line_of: Callable[[int], int], header: list[str], rules: RowRules
+    cursor: duckdb.DuckDBPyConnection,
+    line_of: Callable[[int], int],
+    header: list[str],
+    rules: RowRules,
+    carried: dict[str, str],
 ) -> Iterator[tuple[int, str, str]]:
     """(line, reasons, raw row) of rows that broke a row rule, in file order."""
     width = len(rules.error_rules)
-    present = [c.name for c in rules.columns]
+    names = [c.name for c in rules.columns] + list(carried.values())
     while rows := cursor.fetchmany(FETCH_ROWS):
         for ordinal, *values in rows:
-            raw = dict(zip(present, values[width:], strict=True))
-            # The raw row in header order; columns not in the config were not kept.
-            line = [raw.get(h) for h in header]
+            raw = dict(zip(names, values[width:], strict=True))
+            line = [raw.get(h) for h in header]  # the whole raw row, in header order
             yield line_of(int(ordinal)), rules.reasons(values[:width], raw), csv_line(line)
 
 

@@ -136,16 +136,21 @@ class RowRules:
         """The rules whose breach sets a row aside."""
         return [(rule, column) for rule, column in self.rules if rule.kind == "error"]
 
-    def checked_sql(self, source: str) -> str:
-        """SELECT over `source` (a relation with the raw columns by name): the checked rows."""
+    def checked_sql(self, source: str, carry: Sequence[str] = ()) -> str:
+        """SELECT over `source` (a relation with the raw columns by name): the checked rows.
+
+        `carry` names further source columns (undeclared ones) passed through untouched, so a
+        rejected row can be written back whole.
+        """
         # A file with none of the declared columns still has rows to count: keep one placeholder.
-        stage1 = [ident(c.name) for c in self.columns] or ["NULL AS __none"]
+        kept = [ident(c.name) for c in self.columns] + [ident(c) for c in carry]
+        stage1 = list(kept) or ["NULL AS __none"]
         stage1 += [f"{c.text} AS __s{i}" for i, c in enumerate(self.columns)]
         stage2 = ["*"] + [
             f"(__s{i} IS NOT NULL AND __s{i} <> '') AS __p{i}" for i in range(len(self.columns))
         ]
         stage2 += [f"{c.number} AS __n{i}" for i, c in enumerate(self.columns) if c.number is not None]
-        stage3 = [ident(c.name) for c in self.columns] or ["__none"]
+        stage3 = list(kept) or ["__none"]
         stage3 += [f"{c.typed} AS __t{i}" for i, c in enumerate(self.columns)]
         stage3 += [f"{rule.condition} AS {rule.flag}" for rule, _ in self.rules]
         errors = [rule.flag for rule, _ in self.error_rules]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -65,9 +66,14 @@ class PinnedModel:
         return {"registered_name": self.registered_name, "version": self.version}
 
 
+def lake_root(config: ModelConfig) -> str:
+    """The lake of a model: MLOPS_LAKE, else the config's scoring.lake, else <data dir>/lake."""
+    return os.environ.get("MLOPS_LAKE") or config.scoring.lake or str(settings.data_dir() / "lake")
+
+
 def partition(config: ModelConfig, kind: str, day: date | str, lake: str | None = None) -> str:
     """`<lake>/<kind>/<model>/dt=<YYYY-MM-DD>`, kind being incoming or predictions."""
-    root = settings.resolve_location(lake or config.scoring.lake)
+    root = settings.resolve_location(lake or lake_root(config))
     return storage.join(root, kind, config.name, f"dt={day if isinstance(day, str) else day.isoformat()}")
 
 
@@ -75,6 +81,15 @@ def staging_location(output: str, run_id: str) -> str:
     """The run's scratch folder beside the output partition, under `_staging/`."""
     parent, _, name = output.rstrip("/").rpartition("/")
     return storage.join(parent, "_staging", f"{name}.{run_id}")
+
+
+def checked_threshold(config: ModelConfig, override: float | None) -> float:
+    """The decision threshold of a run: the override when given (within 0..1), else the config's."""
+    if override is None:
+        return config.model.threshold
+    if not 0.0 <= override <= 1.0:
+        raise ValueError(f"threshold must be between 0 and 1, got {override}")
+    return float(override)
 
 
 def pin_model(config: ModelConfig, version: str | None = None) -> PinnedModel:
@@ -539,7 +554,7 @@ def score_partition(
     output = settings.resolve_location(output)
     pinned = pin_model(config, version)
     say(f"scoring with {pinned.uri}")
-    cut = config.model.threshold if threshold is None else threshold
+    cut = checked_threshold(config, threshold)
     staging = staging_location(output, run)
     try:
         chunks = prepare(config, pinned, input_location, staging, say)
