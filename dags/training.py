@@ -25,18 +25,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from airflow.sdk import Asset, Param, dag, get_parsing_context, task
+from airflow.sdk import Param, dag, get_parsing_context, task
+from tabular_mlops.assets import model_asset, retrain_asset
 from tabular_mlops.config import ModelConfig, load_model_configs
-
-
-def retrain_asset(model: str) -> Asset:
-    """The Asset the monitoring DAG emits to ask for a retrain of `model`."""
-    return Asset(name=f"retrain/{model}", uri=f"mlops://retrain/{model}")
-
-
-def model_asset(model: str) -> Asset:
-    """The Asset updated whenever a new version of `model` goes to production."""
-    return Asset(name=f"model/{model}", uri=f"mlops://model/{model}")
 
 
 def _schedule(config: ModelConfig) -> Any:

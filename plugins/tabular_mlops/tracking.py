@@ -91,10 +91,13 @@ def ensure_experiment(name: str) -> str:
     client = configure()
     found = client.get_experiment_by_name(name)
     if found is not None:
-        return str(found.experiment_id)
-    location = None
-    if is_embedded():
-        location = (mlflow_dir() / "artifacts").as_uri()
-    experiment_id = client.create_experiment(name, artifact_location=location)
+        experiment_id = str(found.experiment_id)
+    else:
+        location = None
+        if is_embedded():
+            location = (mlflow_dir() / "artifacts").as_uri()
+        experiment_id = str(client.create_experiment(name, artifact_location=location))
+    # Always make it the active one: resuming a run (start_run(run_id=...)) refuses when another
+    # model's experiment is still active in this process, e.g. after training two models in a row.
     mlflow.set_experiment(experiment_id=experiment_id)
-    return str(experiment_id)
+    return experiment_id

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -57,3 +58,26 @@ def aws_connection(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
         monkeypatch.delenv(name, raising=False)
     return s3_server
+
+
+@pytest.fixture
+def s3_client(aws_connection: str) -> Any:
+    """A boto3 client on the moto server, for the test's own setup and checks."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=aws_connection,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
+
+
+@pytest.fixture
+def bucket(s3_client: Any) -> str:
+    """Bucket `lake` on the moto server, created on first use."""
+    name = "lake"
+    if name not in {b["Name"] for b in s3_client.list_buckets()["Buckets"]}:
+        s3_client.create_bucket(Bucket=name)
+    return name

@@ -6,25 +6,7 @@ given here as AIRFLOW_CONN_AWS_DEFAULT exactly as a deployment would.
 
 from __future__ import annotations
 
-import boto3
-import pytest
-
 from tests.helpers import last_json, run_mlops
-
-
-@pytest.fixture
-def bucket(aws_connection: str) -> str:
-    client = boto3.client(
-        "s3",
-        endpoint_url=aws_connection,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    )
-    name = "lake"
-    if name not in {b["Name"] for b in client.list_buckets()["Buckets"]}:
-        client.create_bucket(Bucket=name)
-    return name
 
 
 def test_generate_to_s3_then_validate_from_s3(bucket: str, workspace) -> None:

@@ -1,0 +1,215 @@
+"""
+### `<model>_batch_scoring`: one DAG per model config in `include/configs/`
+
+Scores the day's partition with the version `production` points at when the run starts:
+
+1. **locate**: the run's partition date (its logical date, else when it was triggered, in UTC),
+   input `<lake>/incoming/<model>/dt=<date>/`, output `<lake>/predictions/<model>/dt=<date>/`
+   (Params `input` and `output` override them) and the decision threshold (Param `threshold`).
+2. **pin_model**: resolves `production` once; every later task loads exactly that version.
+3. **prepare**: checks every input table with the row rules (rows that cannot be scored go to
+   `rejects.csv` with their reasons), builds the model's input rows with the SQL the version was
+   trained with, and splits them into chunks in the lake's `_staging/` folder. A missing
+   partition fails the run, naming the empty path; yesterday's data is never scored again.
+4. **score_chunk**: one mapped task per chunk, so Celery workers share a large partition.
+5. **publish**: combines the chunks into `predictions.parquet` beside `rejects.csv`, writes
+   `_manifest.json` last and replaces an earlier run of the same date; then updates the Asset
+   `predictions/<model>` with the run's counts, which the monitoring DAG listens to.
+
+Scheduled by the config's `schedules.scoring` cron (UTC), no catch-up unless `scoring.catchup`.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from airflow.sdk import Param, dag, get_current_context, get_parsing_context, task
+from tabular_mlops.assets import predictions_asset
+from tabular_mlops.config import ModelConfig, load_model_configs
+
+
+def _schedule(config: ModelConfig) -> Any:
+    """The scoring cron in UTC, or None for a DAG that is only triggered."""
+    if config.schedules.scoring is None:
+        return None
+    from airflow.timetables.trigger import CronTriggerTimetable
+
+    return CronTriggerTimetable(config.schedules.scoring, timezone="UTC")
+
+
+def build_scoring_dag(config: ModelConfig) -> object:
+    """The batch-scoring DAG of one model config."""
+    dag_id = f"{config.name}_batch_scoring"
+    asset = predictions_asset(config.name)
+    # Registry and storage calls can fail for a moment; data problems fail at once (AirflowFailException).
+    retrying = {"retries": config.retries, "retry_exponential_backoff": True}
+
+    @dag(
+        dag_id=dag_id,
+        description=f"Batch scoring of {config.name} with its production model",
+        doc_md=__doc__,
+        schedule=_schedule(config),
+        start_date=datetime(2026, 1, 1),
+        catchup=config.scoring.catchup,
+        max_active_runs=1,
+        tags=["scoring", config.name, *config.tags],
+        default_args={
+            "owner": config.owner,
+            "retries": 0,
+            "retry_delay": timedelta(minutes=1),
+            "max_retry_delay": timedelta(minutes=15),
+        },
+        params={
+            "input": Param(
+                None,
+                type=["null", "string"],
+                title="Input partition",
+                description="Folder or s3:// prefix to score; empty: <lake>/incoming/<model>/dt=<date>/.",
+            ),
+            "output": Param(
+                None,
+                type=["null", "string"],
+                title="Output partition",
+                description="Folder or s3:// prefix of the predictions; "
+                "empty: <lake>/predictions/<model>/dt=<date>/.",
+            ),
+            "threshold": Param(
+                None,
+                type=["null", "number"],
+                minimum=0,
+                maximum=1,
+                title="Decision threshold",
+                description=f"`prediction` is 1 from this probability on (config: {config.model.threshold}).",
+            ),
+        },
+    )
+    def batch_scoring() -> None:
+        @task
+        def locate(params: dict | None = None, run_id: str | None = None) -> dict:
+            """The run's partition date, input, output, staging folder and threshold."""
+            from tabular_mlops import settings
+            from tabular_mlops.config import get_model_config
+            from tabular_mlops.ingest import safe_run_id
+            from tabular_mlops.scoring import checked_threshold, partition, staging_location
+
+            cfg = get_model_config(config.name)
+            params = params or {}
+            context = get_current_context()
+            # A manual run may have no logical date; then the day it was triggered is scored.
+            when = context.get("logical_date") or context["dag_run"].run_after
+            day = when.astimezone(UTC).date()
+            source = settings.resolve_location(params.get("input") or partition(cfg, "incoming", day))
+            output = settings.resolve_location(params.get("output") or partition(cfg, "predictions", day))
+            run = safe_run_id(run_id or "manual")
+            return {
+                "day": day.isoformat(),
+                "input": source,
+                "output": output,
+                "staging": staging_location(output, run),
+                "threshold": checked_threshold(cfg, params.get("threshold")),
+            }
+
+        @task(**retrying)
+        def pin_model() -> dict:
+            """Resolve production once; the whole run scores with this version."""
+            from tabular_mlops.config import get_model_config
+            from tabular_mlops.scoring import pin_model as pin
+
+            return pin(get_model_config(config.name)).to_dict()
+
+        @task(**retrying)
+        def prepare(where: dict, pinned: dict) -> list[dict]:
+            """Validate the partition and stage the rows to score as chunks; fail at once on bad data."""
+            from airflow.sdk.exceptions import AirflowFailException
+            from tabular_mlops.config import get_model_config
+            from tabular_mlops.scoring import PinnedModel, ScoringError
+            from tabular_mlops.scoring import prepare as stage
+
+            log = logging.getLogger("tabular_mlops.scoring")
+            try:
+                return stage(
+                    get_model_config(config.name),
+                    PinnedModel(**pinned),
+                    where["input"],
+                    where["staging"],
+                    progress=log.info,
+                )
+            except ScoringError as exc:
+                raise AirflowFailException(str(exc)) from exc
+
+        @task(**retrying, map_index_template="chunk {{ chunk_index }}")
+        def score_chunk(chunk: dict, where: dict, pinned: dict, run_id: str | None = None) -> dict:
+            """Score one staged chunk with the pinned version."""
+            from tabular_mlops.config import get_model_config
+            from tabular_mlops.scoring import PinnedModel
+            from tabular_mlops.scoring import score_chunk as score
+
+            context = get_current_context()
+            context["chunk_index"] = chunk["index"]  # names the mapped task in the UI
+            scored_at = context["dag_run"].run_after.isoformat()
+            return score(
+                get_model_config(config.name),
+                PinnedModel(**pinned),
+                chunk,
+                where["staging"],
+                where["threshold"],
+                run_id or "manual",
+                scored_at,
+            )
+
+        @task(trigger_rule="none_failed", outlets=[asset], **retrying)
+        def publish(scored: list[dict], where: dict, pinned: dict, run_id: str | None = None) -> dict:
+            """Combine the chunks into the output partition, manifest last; record the counts on the Asset."""
+            from airflow.sdk.exceptions import AirflowFailException
+            from tabular_mlops.config import get_model_config
+            from tabular_mlops.scoring import PinnedModel, ScoringError
+            from tabular_mlops.scoring import publish as put
+
+            context = get_current_context()
+            try:
+                summary = put(
+                    get_model_config(config.name),
+                    PinnedModel(**pinned),
+                    where["staging"],
+                    where["output"],
+                    list(scored or []),
+                    where["threshold"],
+                    run_id or "manual",
+                    origin={"dag_id": dag_id, "run_id": run_id or ""},
+                )
+            except ScoringError as exc:
+                raise AirflowFailException(str(exc)) from exc
+            counts = summary["counts"]
+            logging.getLogger("tabular_mlops.scoring").info(
+                "%s: %s scored + %s rejected = %s input rows; %s positive; model version %s",
+                where["output"],
+                counts["scored"],
+                counts["rejected"],
+                counts["input"],
+                counts["positives"],
+                pinned["version"],
+            )
+            context["outlet_events"][asset].extra = {
+                "partition": where["output"],
+                "day": where["day"],
+                "model_version": pinned["version"],
+                **counts,
+            }
+            return summary
+
+        where = locate()
+        pinned = pin_model()
+        chunks = prepare(where, pinned)
+        scored = score_chunk.partial(where=where, pinned=pinned).expand(chunk=chunks)
+        publish(scored, where, pinned)
+
+    return batch_scoring()
+
+
+_current = get_parsing_context().dag_id
+for _name, _config in load_model_configs().items():
+    # A task run needs only its own DAG; skip building the others.
+    if _current is None or _current == f"{_name}_batch_scoring":
+        globals()[f"{_name}_batch_scoring"] = build_scoring_dag(_config)
