@@ -43,8 +43,6 @@ def build_scoring_dag(config: ModelConfig) -> object:
     """The batch-scoring DAG of one model config."""
     dag_id = f"{config.name}_batch_scoring"
     asset = predictions_asset(config.name)
-    # Registry and storage calls can fail for a moment; data problems fail at once (AirflowFailException).
-    retrying = {"retries": config.retries, "retry_exponential_backoff": True}
 
     @dag(
         dag_id=dag_id,
@@ -55,10 +53,13 @@ def build_scoring_dag(config: ModelConfig) -> object:
         catchup=config.scoring.catchup,
         max_active_runs=1,
         tags=["scoring", config.name, *config.tags],
+        # Registry and storage calls can fail for a moment, so every task retries with back-off;
+        # bad or missing data raises AirflowFailException, which fails at once.
         default_args={
             "owner": config.owner,
-            "retries": 0,
+            "retries": config.retries,
             "retry_delay": timedelta(minutes=1),
+            "retry_exponential_backoff": True,
             "max_retry_delay": timedelta(minutes=15),
         },
         params={
@@ -111,7 +112,7 @@ def build_scoring_dag(config: ModelConfig) -> object:
                 "threshold": checked_threshold(cfg, params.get("threshold")),
             }
 
-        @task(**retrying)
+        @task
         def pin_model() -> dict:
             """Resolve production once; the whole run scores with this version."""
             from tabular_mlops.config import get_model_config
@@ -119,7 +120,7 @@ def build_scoring_dag(config: ModelConfig) -> object:
 
             return pin(get_model_config(config.name)).to_dict()
 
-        @task(**retrying)
+        @task
         def prepare(where: dict, pinned: dict) -> list[dict]:
             """Validate the partition and stage the rows to score as chunks; fail at once on bad data."""
             from airflow.sdk.exceptions import AirflowFailException
@@ -139,7 +140,7 @@ def build_scoring_dag(config: ModelConfig) -> object:
             except ScoringError as exc:
                 raise AirflowFailException(str(exc)) from exc
 
-        @task(**retrying, map_index_template="chunk {{ chunk_index }}")
+        @task(map_index_template="chunk {{ chunk_index }}")
         def score_chunk(chunk: dict, where: dict, pinned: dict, run_id: str | None = None) -> dict:
             """Score one staged chunk with the pinned version."""
             from tabular_mlops.config import get_model_config
@@ -159,7 +160,7 @@ def build_scoring_dag(config: ModelConfig) -> object:
                 scored_at,
             )
 
-        @task(trigger_rule="none_failed", outlets=[asset], **retrying)
+        @task(trigger_rule="none_failed", outlets=[asset])
         def publish(scored: list[dict], where: dict, pinned: dict, run_id: str | None = None) -> dict:
             """Combine the chunks into the output partition, manifest last; record the counts on the Asset."""
             from airflow.sdk.exceptions import AirflowFailException

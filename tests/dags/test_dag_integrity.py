@@ -39,7 +39,7 @@ print(json.dumps({
     "errors": {k: str(v) for k, v in bag.import_errors.items()},
     "dags": {dag_id: {"owner": dag.owner, "tags": sorted(dag.tags), "tasks": [t.task_id for t in dag.tasks],
                       "retries": [t.retries for t in dag.tasks], "doc_md": bool(dag.doc_md),
-                      "catchup": dag.catchup}
+                      "catchup": dag.catchup, "schedule": getattr(dag.timetable, "summary", None)}
              for dag_id, dag in bag.dags.items()},
 }))
 """
@@ -106,9 +106,9 @@ def test_broken_config_is_an_import_error_naming_file_and_field(tmp_path: Path) 
     raw["model"]["type"] = "catboost"
     (tmp_path / "churn.yaml").write_text(yaml.safe_dump(raw))
     errors = _dagbag(tmp_path)["errors"]
-    assert len(errors) == 1
-    [message] = errors.values()
-    assert str(tmp_path / "churn.yaml") in message and "model.type" in message and "catboost" in message
+    assert sorted(Path(f).name for f in errors) == sorted(p.name for p in DAGS_DIR.glob("*.py"))
+    for message in errors.values():
+        assert str(tmp_path / "churn.yaml") in message and "model.type" in message and "catboost" in message
 
 
 def test_new_model_by_yaml_alone_gets_its_dag(tmp_path: Path) -> None:
@@ -119,4 +119,12 @@ def test_new_model_by_yaml_alone_gets_its_dag(tmp_path: Path) -> None:
     (tmp_path / "churn_eu.yaml").write_text(yaml.safe_dump(raw))
     bag = _dagbag(tmp_path)
     assert bag["errors"] == {}
-    assert {"churn_training", "churn_eu_training"} <= set(bag["dags"])
+    assert {"churn_training", "churn_eu_training", "churn_eu_batch_scoring"} <= set(bag["dags"])
+
+
+@pytest.mark.parametrize("model", ["churn", "credit_risk"])
+def test_batch_scoring_dag_shape(dagbag: dict, model: str) -> None:
+    dag = dagbag["dags"][f"{model}_batch_scoring"]
+    assert dag["tasks"] == ["locate", "pin_model", "prepare", "score_chunk", "publish"]
+    assert dag["schedule"] == "0 2 * * *"  # schedules.scoring of defaults.yaml, UTC
+    assert dag["catchup"] is False and dag["doc_md"]
