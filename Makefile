@@ -54,6 +54,10 @@ bench: $(STAMP)
 bench-home-credit: $(STAMP)
 	$(BIN)/python benchmarks/bench_home_credit.py --rows $(ROWS) $(if $(RAW),--raw $(RAW)) --json benchmarks/home_credit.json
 
+## Time batch scoring: 1,000,000 churn rows and 307,511 credit_risk applicants (RAW=folder reuses CSVs)
+bench-scoring: $(STAMP)
+	$(BIN)/python benchmarks/bench_scoring.py $(if $(RAW),--raw $(RAW)) --json benchmarks/scoring.json
+
 ## Time credit_risk training on generated applicants (ROWS=20000 by default here)
 bench-train: $(STAMP)
 	$(BIN)/python benchmarks/bench_train.py --rows $(if $(filter 307511,$(ROWS)),20000,$(ROWS)) --json benchmarks/train.json
@@ -74,4 +78,4 @@ logs:
 clean:
 	rm -rf data reports .pytest_cache .ruff_cache .mypy_cache
 
-.PHONY: help install lock demo test lint bench bench-home-credit bench-train up down logs clean
+.PHONY: help install lock demo test lint bench bench-home-credit bench-scoring bench-train up down logs clean

@@ -179,18 +179,22 @@ def build_scoring_dag(config: ModelConfig) -> object:
                     where["threshold"],
                     run_id or "manual",
                     origin={"dag_id": dag_id, "run_id": run_id or ""},
+                    started_at=context["dag_run"].start_date,
                 )
             except ScoringError as exc:
                 raise AirflowFailException(str(exc)) from exc
             counts = summary["counts"]
             logging.getLogger("tabular_mlops.scoring").info(
-                "%s: %s scored + %s rejected = %s input rows; %s positive; model version %s",
+                "%s: %s scored + %s rejected = %s input rows; %s positive, mean probability %s; "
+                "model version %s; %s s",
                 where["output"],
                 counts["scored"],
                 counts["rejected"],
                 counts["input"],
                 counts["positives"],
+                counts["mean_probability"],
                 pinned["version"],
+                counts.get("duration_seconds"),
             )
             context["outlet_events"][asset].extra = {
                 "partition": where["output"],

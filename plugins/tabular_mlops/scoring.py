@@ -298,7 +298,12 @@ def prepare(
         rejects: list[tuple[str, Path]] = []
         for table, name in found.items():
             location = storage.join(input_location, name)
-            local = storage.download(location, work / "input" / name, conn)
+            # A local partition is read in place; an S3 object is downloaded first.
+            local = (
+                storage.download(location, work / "input" / name, conn)
+                if storage.is_s3(location)
+                else Path(location)
+            )
             record, typed[table], rejected = _load_table(
                 table, config.data.tables[table], local, location, work
             )
@@ -460,8 +465,12 @@ def publish(
     threshold: float,
     run_id: str,
     origin: dict[str, str] | None = None,
+    started_at: datetime | None = None,
 ) -> dict[str, Any]:
-    """Combine the scored chunks and rejects into the output partition, manifest last; return the summary."""
+    """Combine the scored chunks and rejects into the output partition, manifest last; return the summary.
+
+    `started_at` (when the run began) gives the run's duration in the manifest and the counts.
+    """
     import pyarrow.parquet as pq
 
     from tabular_mlops.training import git_commit
@@ -508,6 +517,10 @@ def publish(
         }
         if counts["scored"] + counts["rejected"] != counts["input"]:
             raise ScoringError(f"{output}: scored + rejected != input rows ({counts}); not publishing")
+        timings = {"prepare_seconds": prepared["prepare_seconds"]}
+        if started_at is not None:
+            duration = round((datetime.now(UTC) - started_at).total_seconds(), 2)
+            timings["run_seconds"] = counts["duration_seconds"] = duration
         manifest = {
             "model": config.name,
             "registered_name": pinned.registered_name,
@@ -520,7 +533,7 @@ def publish(
             "output": {"location": output, "files": [PREDICTIONS, REJECTS]},
             "counts": counts,
             "rejects_by_table": {t["table"]: t["rows_rejected"] for t in prepared["tables"]},
-            "timings": {"prepare_seconds": prepared["prepare_seconds"]},
+            "timings": timings,
             "published_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
@@ -548,7 +561,7 @@ def score_partition(
     from tabular_mlops.ingest import default_run_id, safe_run_id
 
     say = progress or (lambda _m: None)
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), datetime.now(UTC)
     run = safe_run_id(run_id or default_run_id())
     input_location = settings.resolve_location(input_location)
     output = settings.resolve_location(output)
@@ -564,7 +577,7 @@ def score_partition(
         for chunk in chunks:
             results.append(score_chunk(config, pinned, chunk, staging, cut, run, scored_at, model))
             say(f"chunk {chunk['index'] + 1}/{len(chunks)}: {chunk['rows']:,} rows scored")
-        summary = publish(config, pinned, staging, output, results, cut, run)
+        summary = publish(config, pinned, staging, output, results, cut, run, started_at=started_at)
     except Exception:
         discard_staged_rows(config, staging)
         raise

@@ -143,6 +143,7 @@ def test_churn_partition_scored_with_rejects_unseen_categories_and_mapped_chunks
             .one()
         )
         assert event.extra["scored"] == 998 and event.extra["rejected"] == 2
+        assert event.extra["duration_seconds"] > 0
         assert event.extra["model_version"] == scoring_world["versions"]["churn"]
 
 
@@ -285,3 +286,23 @@ def test_cli_reports_a_missing_partition_with_exit_1(scoring_world: dict, lake: 
     summary = last_json(result)
     assert summary["status"] == "failed" and "dt=2026-11-29" in summary["error"]
     assert "partition missing or empty" in result.stderr
+
+
+def test_parquet_partition_is_checked_like_csv(scoring_world: dict, lake: Path, telco_raw: Path) -> None:
+    from tabular_mlops.config import get_model_config
+    from tabular_mlops.scoring import partition, score_partition
+
+    config = get_model_config("churn")
+    incoming = Path(partition(config, "incoming", "2026-11-26"))
+    incoming.mkdir(parents=True)
+    frame = pd.read_csv(telco_raw / TELCO_FILE, keep_default_na=False).head(400).drop(columns=["Churn"])
+    frame["tenure"] = frame["tenure"].astype("float64")  # a typed file: 12.0 is the integer 12
+    frame.loc[9, "tenure"] = 12.5
+    frame.to_parquet(incoming / "customers.parquet", index=False)
+    output = partition(config, "predictions", "2026-11-26")
+    summary = score_partition(config, str(incoming), output)
+    assert summary["counts"] == {**summary["counts"], "input": 400, "scored": 399, "rejected": 1}
+    rejects = pd.read_csv(Path(output) / "rejects.csv")
+    assert rejects.loc[0, "line"] == 10 and rejects.loc[0, "reasons"] == "tenure: not an integer ('12.5')"
+    manifest = json.loads((Path(output) / "_manifest.json").read_text())
+    assert manifest["input"]["tables"][0]["file"] == "customers.parquet"

@@ -1,0 +1,104 @@
+"""Time batch scoring at production size: `make bench-scoring` (RAW= reuses full-scale Home Credit CSVs).
+
+Trains a churn and a credit_risk version on small generated data into a throw-away registry and
+points production at them, then scores, each in its own process (so its peak memory is its own):
+a 1,000,000-row Telco partition and a credit_risk partition of 307,511 applicants with all seven
+history tables (the generator's training applicants, presented as application_test.csv).
+Scoring runs the real path: row rules, feature SQL, chunked model calls, partition publish.
+Prints one JSON line and writes it to --json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench_home_credit import run_phase
+from tabular_mlops.config import get_model_config
+from tabular_mlops.generators.home_credit import generate_home_credit
+from tabular_mlops.generators.telco import FILE_NAME, generate_telco
+
+
+def _train_and_promote(model: str, raw: str) -> str:
+    from tabular_mlops import registry
+    from tabular_mlops.pipeline import run_training_chain
+
+    result = run_training_chain(get_model_config(model), raw, run_id=f"bench_{model}", dry_run=True)
+    registry.promote(result["registered_name"], result["version"], "benchmark", reason="scoring benchmark")
+    return str(result["version"])
+
+
+def _setup(work: str) -> dict[str, Any]:
+    root = Path(work)
+    generate_telco(root / "train" / "telco", rows=3000, seed=1)
+    generate_home_credit(root / "train" / "home_credit", rows=3000, seed=1)
+    return {
+        "churn": _train_and_promote("churn", str(root / "train" / "telco")),
+        "credit_risk": _train_and_promote("credit_risk", str(root / "train" / "home_credit")),
+    }
+
+
+def _score(model: str, source: str, output: str) -> dict[str, Any]:
+    from tabular_mlops.scoring import score_partition
+
+    summary = score_partition(get_model_config(model), source, output, run_id="bench")
+    counts = summary["counts"]
+    return {"rows_in": counts["input"], "rows_scored": counts["scored"], "rows_rejected": counts["rejected"]}
+
+
+def main() -> None:
+    """Train, stage the partitions, score each one; print and save the figures."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--credit-rows", type=int, default=307_511, help="applicants to score")
+    parser.add_argument("--churn-rows", type=int, default=1_000_000, help="customers to score")
+    parser.add_argument("--raw", default=None, help="reuse generated Home Credit CSVs in this folder")
+    parser.add_argument("--json", default=None, help="also write the figures to this file")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-scoring-"))
+    os.environ.update(
+        {
+            "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
+            "MLOPS_MLFLOW_DIR": str(work),
+            "MLOPS_DATA_DIR": str(work / "data"),
+            "MLOPS_REPORTS_DIR": str(work / "reports"),
+        }
+    )
+    try:
+        setup = run_phase(_setup, str(work))
+        versions = {model: setup[model] for model in ("churn", "credit_risk")}
+        telco_in = work / "lake" / "incoming" / "churn"
+        generate_telco(telco_in, rows=args.churn_rows, seed=2)
+        credit_raw = Path(args.raw) if args.raw else work / "raw_home_credit"
+        if not args.raw:
+            generate_home_credit(credit_raw, rows=args.credit_rows, seed=0)
+        credit_in = work / "lake" / "incoming" / "credit_risk"
+        credit_in.mkdir(parents=True)
+        for path in credit_raw.glob("*.csv"):
+            if path.name not in ("application_train.csv", "application_test.csv"):
+                (credit_in / path.name).symlink_to(path.resolve())
+        # The training applicants stand in for a full-size batch of new applicants.
+        (credit_in / "application_test.csv").symlink_to((credit_raw / "application_train.csv").resolve())
+        figures: dict[str, Any] = {"cpus": os.cpu_count(), "versions": versions}
+        for model, source in (("churn", telco_in), ("credit_risk", credit_in)):
+            started = time.perf_counter()
+            result = run_phase(_score, model, str(source), str(work / "lake" / "predictions" / model))
+            result["wall_seconds"] = round(time.perf_counter() - started, 1)
+            result["rows_per_second"] = round(result["rows_in"] / result["seconds"])
+            if model == "churn":
+                result["csv_mb"] = round((telco_in / FILE_NAME).stat().st_size / 1e6)
+            figures[model] = result
+        print(json.dumps(figures))
+        if args.json:
+            Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
