@@ -31,7 +31,14 @@ from typing import Any
 
 from tabular_mlops import registry, settings, storage, tracking
 from tabular_mlops.config import ModelConfig, TableSpec
-from tabular_mlops.csv_load import LoadOutcome, load_csv, load_parquet, read_header, scan_file
+from tabular_mlops.csv_load import (
+    LoadOutcome,
+    load_csv,
+    load_parquet,
+    parquet_columns,
+    read_header,
+    scan_file,
+)
 
 MANIFEST = "_manifest.json"
 PREDICTIONS = "predictions.parquet"
@@ -173,12 +180,16 @@ def _load_table(
     """Row rules over one downloaded input file; returns its record, typed parquet and rejects CSV."""
     typed, rejects = work / f"{table}.parquet", work / f"{table}.rejects.csv"
     relaxed = scoring_spec(spec)
+    header = parquet_columns(local) if local.suffix == ".parquet" else read_header(local)
+    repeated = sorted({h for h in header if header.count(h) > 1})
+    if repeated:
+        raise ScoringError(f"{label}: header repeats column(s) {repeated}")
     if local.suffix == ".parquet":
         outcome = load_parquet(local, relaxed, label, typed, rejects, work / "_duckdb")
         digest = storage.fingerprint(local)
     else:
         scan = scan_file(local)
-        outcome = load_csv(local, relaxed, read_header(local), scan, label, typed, rejects, work / "_duckdb")
+        outcome = load_csv(local, relaxed, header, scan, label, typed, rejects, work / "_duckdb")
         digest = scan.sha256
     return TableInput(table, local.name, digest, outcome), typed, rejects
 
