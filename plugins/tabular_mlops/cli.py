@@ -142,6 +142,25 @@ def _score(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _monitor(args: argparse.Namespace) -> int:
+    from tabular_mlops.config import get_model_config
+    from tabular_mlops.monitoring import MonitoringError, monitor
+
+    config = get_model_config(args.model)
+    try:
+        summary = monitor(
+            config, args.current, args.reference, args.labels, send=not args.no_email, progress=_progress
+        )
+    except MonitoringError as exc:
+        print(f"mlops monitor: {exc}", file=sys.stderr)
+        _emit({"model": args.model, "status": "failed", "error": str(exc)})
+        return EXIT_FAILED
+    _progress(f"{summary['headline']}; breach: {summary['breach']}; alert: {summary['alert_reason']}")
+    _progress(f"report: {summary['report']}")
+    _emit(summary)
+    return EXIT_OK
+
+
 def _registered_name(model: str) -> str:
     """Registry name of a model config (MLFLOW_MODEL_NAME overrides it)."""
     from tabular_mlops import tracking
@@ -237,6 +256,18 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--run-id", default=None, help="run id written beside every prediction")
     sc.set_defaults(handler=_score)
 
+    mo = sub.add_parser("monitor", help="drift and quality of a predictions partition; email on a breach")
+    mo.add_argument("--model", required=True)
+    mo.add_argument(
+        "--current", default=None, help="predictions partition (default: the newest complete one)"
+    )
+    mo.add_argument(
+        "--reference", default=None, help="model input rows to compare with (default: the version's)"
+    )
+    mo.add_argument("--labels", default=None, help="labels file or folder keyed by the entity id")
+    mo.add_argument("--no-email", action="store_true", help="measure and report, send nothing")
+    mo.set_defaults(handler=_monitor)
+
     pr = sub.add_parser("promote", help="point the production alias at a version (previous keeps the old)")
     pr.add_argument("--model", required=True)
     pr.add_argument("--version", required=True)
@@ -261,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     known: tuple[type[Exception], ...] = (ConfigError, StorageError, ValueError)
-    if args.command in ("train", "score", "promote", "rollback", "history"):
+    if args.command in ("train", "score", "monitor", "promote", "rollback", "history"):
         from mlflow.exceptions import MlflowException
 
         from tabular_mlops.features import FeatureBuildError

@@ -290,6 +290,16 @@ class MonitoringSpec(_Strict):
     max_auc_drop: float = Field(default=0.05, ge=0, le=1)
     consecutive_windows: int = Field(default=1, ge=1)
     cooldown_hours: float = Field(default=24, ge=0)
+    # Quality is judged only with at least this many labelled predictions in the window.
+    min_labelled_rows: int = Field(default=200, ge=1)
+    # Training rows kept as the drift reference with every version (a seeded sample).
+    reference_rows: int = Field(default=100_000, ge=100)
+    # Quantile bins of numeric features for PSI (missing values get their own bin).
+    psi_bins: int = Field(default=10, ge=2, le=100)
+    # The HTML report (Evidently) shows the most drifted features on a row sample; the numbers
+    # that decide a breach are computed on every row and every feature.
+    report_columns: int = Field(default=20, ge=1)
+    report_rows: int = Field(default=20_000, ge=100)
 
 
 class AlertSpec(_Strict):

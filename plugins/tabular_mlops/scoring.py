@@ -42,6 +42,7 @@ from tabular_mlops.csv_load import (
 
 MANIFEST = "_manifest.json"
 PREDICTIONS = "predictions.parquet"
+INPUTS = "inputs.parquet"
 REJECTS = "rejects.csv"
 PREPARED = "prepared.json"
 REJECTS_HEADER = ["table", "source_file", "line", "reasons", "raw_row"]
@@ -467,6 +468,27 @@ def _empty_predictions(config: ModelConfig) -> Any:
     )
 
 
+def _concat_staged(
+    staging: str, kind: str, names: list[str], out: Path, work: Path, conn: str, config: ModelConfig
+) -> bool:
+    """Stream staged parquet parts, in order, into one file; False when there were none."""
+    import pyarrow.parquet as pq
+
+    writer: Any = None
+    for name in names:
+        local = storage.download(storage.join(staging, kind, name), work / f"{kind}-{name}", conn)
+        source = pq.ParquetFile(local)
+        for batch in source.iter_batches(batch_size=config.scoring.batch_rows):
+            if writer is None:
+                writer = pq.ParquetWriter(out, source.schema_arrow)
+            writer.write_batch(batch)
+        local.unlink()
+    if writer is None:
+        return False
+    writer.close()
+    return True
+
+
 def publish(
     config: ModelConfig,
     pinned: PinnedModel,
@@ -501,20 +523,11 @@ def publish(
             raise ScoringError(
                 f"{output}: {rows:,} rows scored, {prepared['rows_to_score']:,} staged; not publishing"
             )
-        writer: Any = None
-        for part in parts:
-            name = f"part-{int(part['index']):05d}.parquet"
-            local = storage.download(storage.join(staging, "scored", name), work / name, conn)
-            source = pq.ParquetFile(local)
-            for batch in source.iter_batches(batch_size=config.scoring.batch_rows):
-                if writer is None:
-                    writer = pq.ParquetWriter(folder / PREDICTIONS, source.schema_arrow)
-                writer.write_batch(batch)
-            local.unlink()
-        if writer is None:
+        names = [f"part-{int(part['index']):05d}.parquet" for part in parts]
+        if not _concat_staged(staging, "scored", names, folder / PREDICTIONS, work, conn, config):
             pq.write_table(_empty_predictions(config).empty_table(), folder / PREDICTIONS)
-        else:
-            writer.close()
+        # The model's input rows travel with the predictions: monitoring measures drift on them.
+        _concat_staged(staging, "input", names, folder / INPUTS, work, conn, config)
         entity = next(t for t in prepared["tables"] if t["table"] == prepared["entity_table"])
         positives = sum(int(s["positives"]) for s in parts)
         counts = {
@@ -541,7 +554,10 @@ def publish(
             "airflow": origin or {},
             "code_version": git_commit(),
             "input": {"location": prepared["input"], "tables": prepared["tables"]},
-            "output": {"location": output, "files": [PREDICTIONS, REJECTS]},
+            "output": {
+                "location": output,
+                "files": [PREDICTIONS, INPUTS, REJECTS] if rows else [PREDICTIONS, REJECTS],
+            },
             "counts": counts,
             "rejects_by_table": {t["table"]: t["rows_rejected"] for t in prepared["tables"]},
             "timings": timings,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +24,9 @@ from tabular_mlops.config import ModelConfig
 
 LABEL = "__label"
 TEST_ROWS = "test_rows.parquet"
+# The drift reference logged with every version, under the run's monitoring/ artifacts.
+REFERENCE_FILE = "reference.parquet"
+REFERENCE_PROBABILITY = "__probability"
 
 
 @dataclass
@@ -169,6 +173,34 @@ def model_requirements(config: ModelConfig) -> list[str]:
     return pinned
 
 
+def _log_reference(
+    config: ModelConfig,
+    classifier: Any,
+    frame: pd.DataFrame,
+    feature_rows: pd.DataFrame,
+    train_rows: np.ndarray,
+    importance: pd.Series,
+    categorical: list[str],
+    numeric: list[str],
+) -> None:
+    """Log what monitoring compares a window against: a seeded sample of the training features
+    with the version's own probabilities, and the importance of each input feature."""
+    import mlflow
+
+    from tabular_mlops.drift import column_importance
+
+    rng = np.random.default_rng(config.split.seed)
+    take = min(len(train_rows), config.monitoring.reference_rows)
+    sample = np.sort(rng.choice(train_rows, size=take, replace=False))
+    reference = feature_rows.iloc[sample][classifier.feature_columns].reset_index(drop=True)
+    reference[REFERENCE_PROBABILITY] = classifier.predict_proba(frame.iloc[sample])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / REFERENCE_FILE
+        reference.to_parquet(path, index=False)
+        mlflow.log_artifact(str(path), artifact_path="monitoring")
+    mlflow.log_dict(column_importance(importance, categorical, numeric), "monitoring/column_importance.json")
+
+
 def train_candidate(
     config: ModelConfig,
     interim_dir: Path,
@@ -246,6 +278,9 @@ def train_candidate(
         mlflow.log_dict({"features": classifier.feature_columns}, "features/feature_columns.json")
         importance = feature_importance(estimator, list(x_train.columns))
         mlflow.log_dict(importance.head(200).round(6).to_dict(), "features/importance.json")
+        _log_reference(
+            config, classifier, frame, feature_rows, parts["train"], importance, categorical, numeric
+        )
 
         example = signature_frame(frame.iloc[parts["train"][:5]])
         signature = infer_signature(example, classifier.predict(None, example))

@@ -181,6 +181,7 @@ def test_rerun_of_a_date_replaces_the_partition_identically(
     assert set(after["run_id"]) == {"b"}
     assert sorted(p.name for p in Path(output).iterdir()) == [
         "_manifest.json",
+        "inputs.parquet",
         "predictions.parquet",
         "rejects.csv",
     ]
@@ -272,7 +273,10 @@ def test_scoring_through_s3_with_the_airflow_connection(
     assert run.state == "success", _states(run)
     keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="lake", Prefix="prod/predictions/")["Contents"])
     prefix = "prod/predictions/churn/dt=2026-11-20/"
-    assert keys == [f"{prefix}_manifest.json", f"{prefix}predictions.parquet", f"{prefix}rejects.csv"]
+    assert keys == [
+        f"{prefix}{name}"
+        for name in ("_manifest.json", "inputs.parquet", "predictions.parquet", "rejects.csv")
+    ]
     s3.download_file("lake", f"{prefix}predictions.parquet", str(tmp_path / "p.parquet"))
     assert len(pd.read_parquet(tmp_path / "p.parquet")) == 400
     manifest = json.loads(s3.get_object(Bucket="lake", Key=f"{prefix}_manifest.json")["Body"].read())

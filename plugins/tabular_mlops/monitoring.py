@@ -1,0 +1,438 @@
+"""Monitoring: drift and quality of a scored window against what the version learned from.
+
+`measure` compares a predictions partition (its `inputs.parquet` and `predictions.parquet`) with
+the reference logged with the version that scored it: PSI of every feature on every row
+(`drift.py`), weighted by the feature's importance in that version; PSI of the predicted
+probabilities; and, when labels have arrived, quality per model version. It saves an Evidently
+HTML report and a JSON summary under `reports/monitoring/<model>/dt=<date>/`, logs both to
+MLflow and records the window's verdict on the registered model (tag `monitor.<date>`).
+
+`alert` sends at most one email per model and window through Airflow's SMTP connection, only
+when the breach has lasted `consecutive_windows` windows and the model is not in its cool-down
+(unless the breach got worse); the tag records that it was sent, so a retry never sends twice.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tabular_mlops import settings, storage, tracking
+from tabular_mlops.config import ModelConfig
+from tabular_mlops.drift import column_drift, numeric_psi, weighted_drift_share
+
+TAG_PREFIX = "monitor."
+SUMMARY = "summary.json"
+REPORT = "report.html"
+Progress = Callable[[str], None]
+
+
+class MonitoringError(RuntimeError):
+    """A monitoring run that cannot go on; the message names what is missing and where."""
+
+
+def report_dir(config: ModelConfig, day: str) -> Path:
+    """reports/monitoring/<model>/dt=<date>/."""
+    return settings.reports_dir() / "monitoring" / config.name / f"dt={day}"
+
+
+def latest_partition(config: ModelConfig) -> str:
+    """The newest complete predictions partition (one with a manifest) of the model's lake."""
+    from tabular_mlops.scoring import lake_root
+
+    root = storage.join(settings.resolve_location(lake_root(config)), "predictions", config.name)
+    days = [
+        m.group(1)
+        for name in storage.list_files(root, config.data.aws_conn_id)
+        if (m := re.fullmatch(r"dt=(\d{4}-\d{2}-\d{2})/_manifest\.json", name))
+    ]
+    if not days:
+        raise MonitoringError(f"{root}: no complete predictions partition (dt=<date>/_manifest.json) yet")
+    return storage.join(root, f"dt={max(days)}")
+
+
+def _read_table(location: str, work: Path, conn: str) -> pd.DataFrame:
+    """A CSV or parquet file (local or s3://) as a frame."""
+    local = (
+        storage.download(location, work / Path(location).name, conn)
+        if storage.is_s3(location)
+        else Path(location)
+    )
+    if local.suffix == ".parquet":
+        return pd.read_parquet(local)
+    return pd.read_csv(local, low_memory=False)
+
+
+def _labels(config: ModelConfig, location: str, work: Path) -> pd.DataFrame:
+    """Labels keyed by entity id from a file or a folder of files: columns key and y (0/1)."""
+    from tabular_mlops.training import label_vector
+
+    conn = config.data.aws_conn_id
+    if location.endswith((".csv", ".parquet")):
+        files = [location]
+    else:
+        files = [
+            storage.join(location, f)
+            for f in storage.list_files(location, conn)
+            if f.endswith((".csv", ".parquet"))
+        ]
+    if not files:
+        raise MonitoringError(f"{location}: no labels file (.csv or .parquet)")
+    key = config.features.entity_key
+    label = config.data.tables[config.data.label_table].label
+    assert label is not None
+    frames = []
+    for file in files:
+        frame = _read_table(file, work, conn)
+        missing = [c for c in (key, label.column) if c not in frame.columns]
+        if missing:
+            raise MonitoringError(f"{file}: labels file lacks column(s) {missing}")
+        frame = frame[[key, label.column]].dropna()
+        frames.append(pd.DataFrame({key: frame[key].to_numpy(), "y": label_vector(config, frame)}))
+    return pd.concat(frames).drop_duplicates(subset=[key], keep="last")
+
+
+def quality_by_version(
+    predictions: pd.DataFrame, labels: pd.DataFrame, key: str, minimum: int
+) -> dict[str, Any]:
+    """AUC, accuracy, F1 and Brier score of the labelled predictions, per model version."""
+    from sklearn.metrics import accuracy_score, brier_score_loss, f1_score, roc_auc_score
+
+    joined = predictions.merge(labels, on=key, how="inner")
+    out: dict[str, Any] = {}
+    for version, rows in joined.groupby("model_version"):
+        entry: dict[str, Any] = {"labelled_rows": len(rows)}
+        if len(rows) >= minimum and rows["y"].nunique() == 2:
+            y, p = rows["y"].to_numpy(), rows["probability"].to_numpy()
+            entry.update(
+                roc_auc=float(roc_auc_score(y, p)),
+                accuracy=float(accuracy_score(y, rows["prediction"])),
+                f1=float(f1_score(y, rows["prediction"])),
+                brier=float(brier_score_loss(y, p)),
+            )
+        else:
+            entry["not_judged"] = f"fewer than {minimum} labelled rows with both classes"
+        out[str(version)] = entry
+    return out
+
+
+def _version_run(config: ModelConfig, version: str) -> tuple[str, str]:
+    """(registered name, training run id) of a version."""
+    name = tracking.registered_name(config.model.registered_name)
+    return name, str(tracking.configure().get_model_version(name, version).run_id)
+
+
+def _reference(run_id: str, override: str | None, model: Any, work: Path, conn: str) -> pd.DataFrame:
+    """The version's logged reference, or feature rows computed by the model from `override` rows."""
+    from tabular_mlops.training import REFERENCE_FILE, REFERENCE_PROBABILITY, signature_frame
+
+    if override is not None:
+        rows = _read_table(override, work, conn)
+        features = model.unwrap_python_model().features(rows)
+        probability = model.predict(signature_frame(rows))["probability"].to_numpy()
+        return features.assign(**{REFERENCE_PROBABILITY: probability})
+    import mlflow
+
+    try:
+        path = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=f"monitoring/{REFERENCE_FILE}", dst_path=str(work)
+        )
+    except Exception as exc:  # MLflow raises several types for a missing artifact
+        raise MonitoringError(
+            f"run {run_id}: no monitoring/{REFERENCE_FILE} (trained before references were logged?); "
+            f"pass --reference: {exc}"
+        ) from None
+    return pd.read_parquet(path)
+
+
+def _importance(run_id: str) -> dict[str, float]:
+    import mlflow
+
+    try:
+        return {
+            k: float(v)
+            for k, v in mlflow.artifacts.load_dict(
+                f"runs:/{run_id}/monitoring/column_importance.json"
+            ).items()
+        }
+    except Exception:  # an older version: every feature weighs the same
+        return {}
+
+
+def _current_features(model: Any, inputs: pd.DataFrame, batch_rows: int) -> pd.DataFrame:
+    """The model's feature columns for the window's input rows, computed by the version itself."""
+    classifier = model.unwrap_python_model()
+    parts = [classifier.features(inputs.iloc[i : i + batch_rows]) for i in range(0, len(inputs), batch_rows)]
+    return pd.concat(parts, ignore_index=True) if parts else classifier.features(inputs)
+
+
+def _window_states(config: ModelConfig) -> dict[str, dict[str, Any]]:
+    """Verdicts of earlier windows recorded on the registered model, by date."""
+    name = tracking.registered_name(config.model.registered_name)
+    tags = tracking.configure().get_registered_model(name).tags
+    return {k[len(TAG_PREFIX) :]: json.loads(v) for k, v in tags.items() if k.startswith(TAG_PREFIX)}
+
+
+def _record_window(config: ModelConfig, day: str, state: dict[str, Any]) -> None:
+    name = tracking.registered_name(config.model.registered_name)
+    tracking.configure().set_registered_model_tag(name, f"{TAG_PREFIX}{day}", json.dumps(state))
+
+
+def _evidently_report(
+    config: ModelConfig, reference: pd.DataFrame, current: pd.DataFrame, columns: list[str], out: Path
+) -> None:
+    """The HTML people read: Evidently's drift report on the most drifted features, row-sampled."""
+    from evidently import Report
+    from evidently.presets import DataDriftPreset
+
+    n = config.monitoring.report_rows
+    ref = reference[columns].sample(n=min(n, len(reference)), random_state=0)
+    cur = current[columns].sample(n=min(n, len(current)), random_state=0)
+    snapshot = Report([DataDriftPreset()]).run(reference_data=ref, current_data=cur)
+    snapshot.save_html(str(out))
+
+
+def measure(
+    config: ModelConfig,
+    current: str | None = None,
+    reference: str | None = None,
+    labels: str | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Drift and quality of one predictions partition; saves and logs the report; returns the summary."""
+    import mlflow
+
+    from tabular_mlops.training import REFERENCE_PROBABILITY
+
+    say = progress or (lambda _m: None)
+    conn = config.data.aws_conn_id
+    location = settings.resolve_location(current) if current else latest_partition(config)
+    manifest_location = storage.join(location, "_manifest.json")
+    with tempfile.TemporaryDirectory(prefix="mlops-monitor-") as tmp:
+        work = Path(tmp)
+        if not storage.list_files(location, conn):
+            raise MonitoringError(f"{location}: no predictions partition there")
+        try:
+            manifest = json.loads(
+                storage.download(manifest_location, work / "manifest.json", conn).read_text()
+            )
+        except Exception as exc:
+            raise MonitoringError(
+                f"{location}: no _manifest.json, the partition is incomplete ({exc})"
+            ) from None
+        day = str(location.rstrip("/").rpartition("dt=")[2] or datetime.now(UTC).date().isoformat())
+        version = str(manifest["model_version"])
+        name, run_id = _version_run(config, version)
+        say(f"{location}: scored by {name} version {version}")
+        predictions = _read_table(storage.join(location, "predictions.parquet"), work, conn)
+        if predictions.empty:
+            raise MonitoringError(f"{location}: the partition holds no predictions to monitor")
+        inputs = _read_table(storage.join(location, "inputs.parquet"), work, conn)
+        tracking.configure()
+        model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+        ref = _reference(run_id, reference, model, work, conn)
+        cur = _current_features(model, inputs, config.scoring.batch_rows)
+        columns = [
+            c for c in model.unwrap_python_model().feature_columns if c in ref.columns and c in cur.columns
+        ]
+        spec = config.monitoring
+        drifts = column_drift(ref, cur, columns, spec.psi_threshold, spec.psi_bins, _importance(run_id))
+        weighted = weighted_drift_share(drifts)
+        prediction_psi = numeric_psi(
+            ref[REFERENCE_PROBABILITY].to_numpy(), predictions["probability"].to_numpy(), spec.psi_bins
+        )
+        count = sum(d.drifted for d in drifts)
+        say(f"{count} of {len(drifts)} features drifted; prediction PSI {prediction_psi:.3f}")
+        quality = {}
+        if labels:
+            quality = quality_by_version(
+                predictions, _labels(config, labels, work), config.features.entity_key, spec.min_labelled_rows
+            )
+        production_auc = tracking.configure().get_run(run_id).data.metrics.get("test_roc_auc")
+        reasons = _breach_reasons(
+            config, drifts, weighted, prediction_psi, quality.get(version, {}), production_auc
+        )
+        drifted = [d for d in drifts if d.drifted]
+        headline = f"{config.name}: {len(drifted)} of {len(drifts)} features drifted"
+        if reasons and not drifted:
+            headline = f"{config.name}: {reasons[0]}"
+        out = report_dir(config, day)
+        out.mkdir(parents=True, exist_ok=True)
+        top = [d.column for d in drifts[: spec.report_columns]]
+        cur_report = cur.assign(**{REFERENCE_PROBABILITY: predictions["probability"].to_numpy()})
+        _evidently_report(config, ref, cur_report, [*top, REFERENCE_PROBABILITY], out / REPORT)
+        summary = {
+            "model": config.name,
+            "day": day,
+            "partition": location,
+            "model_version": version,
+            "rows": len(predictions),
+            "reference_rows": len(ref),
+            "features": len(drifts),
+            "drifted_features": [d.to_dict() for d in drifted],
+            "drift_share": round(len(drifted) / len(drifts), 4) if drifts else 0.0,
+            "weighted_drift_share": round(weighted, 4),
+            "prediction_psi": round(prediction_psi, 4),
+            "quality": quality,
+            "production_test_auc": production_auc,
+            "breach": bool(reasons),
+            "reasons": reasons,
+            "headline": headline,
+            "report": str(out / REPORT),
+            "columns": [d.to_dict() for d in drifts],
+        }
+        (out / SUMMARY).write_text(json.dumps(summary, indent=2, default=str))
+    _log_to_mlflow(config, summary, out)
+    previous = _window_states(config).get(day, {})
+    _record_window(
+        config,
+        day,
+        {
+            "breach": summary["breach"],
+            "severity": summary["weighted_drift_share"],
+            "headline": headline,
+            "alert_sent": bool(previous.get("alert_sent")),
+            "alert_at": previous.get("alert_at"),
+            "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        },
+    )
+    return {k: v for k, v in summary.items() if k != "columns"}
+
+
+def _breach_reasons(
+    config: ModelConfig,
+    drifts: list[Any],
+    weighted: float,
+    prediction_psi: float,
+    quality: dict[str, Any],
+    production_auc: float | None,
+) -> list[str]:
+    """Why this window breaches, empty when it does not."""
+    spec = config.monitoring
+    reasons = []
+    if weighted > spec.drift_share_threshold:
+        limit = spec.drift_share_threshold
+        reasons.append(f"drifted features carry {weighted:.0%} of the model's importance (limit {limit:.0%})")
+    if prediction_psi > spec.prediction_psi_threshold:
+        reasons.append(f"prediction PSI {prediction_psi:.3f} above {spec.prediction_psi_threshold}")
+    auc = quality.get("roc_auc")
+    if auc is not None:
+        if spec.min_auc is not None and auc < spec.min_auc:
+            reasons.append(f"AUC {auc:.3f} below the floor {spec.min_auc}")
+        if production_auc is not None and production_auc - auc > spec.max_auc_drop:
+            reasons.append(
+                f"AUC {auc:.3f} dropped {production_auc - auc:.3f} from {production_auc:.3f} at training"
+            )
+    return reasons
+
+
+def _log_to_mlflow(config: ModelConfig, summary: dict[str, Any], out: Path) -> None:
+    import mlflow
+
+    experiment = tracking.ensure_experiment(f"{config.name}-monitoring")
+    with mlflow.start_run(experiment_id=experiment, run_name=f"{config.name}-monitor-{summary['day']}"):
+        mlflow.set_tags(
+            {"model": config.name, "day": summary["day"], "model_version": summary["model_version"]}
+        )
+        mlflow.log_metrics(
+            {
+                "drift_share": summary["drift_share"],
+                "weighted_drift_share": summary["weighted_drift_share"],
+                "prediction_psi": summary["prediction_psi"],
+                "breach": float(summary["breach"]),
+            }
+        )
+        mlflow.log_artifacts(str(out), artifact_path="monitoring")
+
+
+def alert_decision(config: ModelConfig, day: str) -> tuple[bool, str]:
+    """(send, why) for a window measured by `measure`: persistence, cool-down and once per window."""
+    states = _window_states(config)
+    state = states.get(day)
+    if state is None:
+        return False, f"window {day} has not been measured"
+    if not state["breach"]:
+        return False, "no breach"
+    if state.get("alert_sent"):
+        return False, f"the alert for {day} was already sent at {state.get('alert_at')}"
+    spec = config.monitoring
+    earlier = sorted(d for d in states if d < day)
+    run = 1
+    for d in reversed(earlier):
+        if not states[d]["breach"]:
+            break
+        run += 1
+    if run < spec.consecutive_windows:
+        return False, f"breach in {run} consecutive window(s), alerting from {spec.consecutive_windows}"
+    sent = [states[d] for d in earlier if states[d].get("alert_sent") and states[d].get("alert_at")]
+    if sent:
+        last = max(sent, key=lambda s: s["alert_at"])
+        quiet_until = datetime.fromisoformat(last["alert_at"]) + timedelta(hours=spec.cooldown_hours)
+        if datetime.now(UTC) < quiet_until and state["severity"] <= last["severity"]:
+            return (
+                False,
+                f"cool-down until {quiet_until.isoformat(timespec='minutes')} and the breach is not worse",
+            )
+    return True, "breach"
+
+
+def send_alert(config: ModelConfig, summary: dict[str, Any]) -> bool:
+    """Email the breach of a measured window when it is due; True when an email went out."""
+    from airflow.providers.smtp.hooks.smtp import SmtpHook
+
+    day = summary["day"]
+    due, why = alert_decision(config, day)
+    if not due:
+        return False
+    drifted = summary["drifted_features"][:10]
+    rows = "".join(
+        f"<tr><td>{d['column']}</td><td>{d['psi']:.3f}</td><td>{d['importance']:.1%}</td></tr>"
+        for d in drifted
+    )
+    quality = summary["quality"].get(summary["model_version"], {})
+    body = (
+        f"<p><b>{summary['headline']}</b> on {day} (model version {summary['model_version']}, "
+        f"{summary['rows']:,} predictions).</p>"
+        f"<p>Why: {'; '.join(summary['reasons'])}.</p>"
+        f"<p>Drift is the population stability index (PSI) of each feature against the version's "
+        f"training reference; above {config.monitoring.psi_threshold} counts as drifted. "
+        f"Prediction PSI: {summary['prediction_psi']:.3f}.</p>"
+        + (f"<table><tr><th>feature</th><th>PSI</th><th>importance</th></tr>{rows}</table>" if rows else "")
+        + (f"<p>Quality on labelled rows: {json.dumps(quality)}</p>" if quality else "")
+        + f"<p>Full report attached; also at {summary['report']}. A retrain has been requested; "
+        "its candidate must still pass the quality gate.</p>"
+    )
+    with SmtpHook(smtp_conn_id=config.alerts.smtp_conn_id) as hook:
+        hook.send_email_smtp(
+            to=list(config.alerts.recipients),
+            subject=f"{summary['headline']} ({day})",
+            html_content=body,
+            files=[summary["report"]],
+        )
+    state = _window_states(config)[day]
+    state.update(alert_sent=True, alert_at=datetime.now(UTC).isoformat(timespec="seconds"))
+    _record_window(config, day, state)
+    return True
+
+
+def monitor(
+    config: ModelConfig,
+    current: str | None = None,
+    reference: str | None = None,
+    labels: str | None = None,
+    send: bool = True,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """The whole run (what `mlops monitor` does): measure, then alert when due."""
+    summary = measure(config, current, reference, labels, progress)
+    sent = send_alert(config, summary) if send and summary["breach"] else False
+    summary["alert_sent"] = sent
+    summary["alert_reason"] = "sent" if sent else alert_decision(config, summary["day"])[1]
+    return summary
