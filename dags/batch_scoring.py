@@ -22,12 +22,13 @@ Scheduled by the config's `schedules.scoring` cron (UTC), no catch-up unless `sc
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC
 from typing import Any
 
 from airflow.sdk import Param, dag, get_current_context, get_parsing_context, task
 from tabular_mlops.assets import predictions_asset
 from tabular_mlops.config import ModelConfig, load_model_configs
+from tabular_mlops.dag_defaults import dag_arguments
 
 
 def _schedule(config: ModelConfig) -> Any:
@@ -49,19 +50,7 @@ def build_scoring_dag(config: ModelConfig) -> object:
         description=f"Batch scoring of {config.name} with its production model",
         doc_md=__doc__,
         schedule=_schedule(config),
-        start_date=datetime(2026, 1, 1),
-        catchup=config.scoring.catchup,
-        max_active_runs=1,
-        tags=["scoring", config.name, *config.tags],
-        # Registry and storage calls can fail for a moment, so every task retries with back-off;
-        # bad or missing data raises AirflowFailException, which fails at once.
-        default_args={
-            "owner": config.owner,
-            "retries": config.retries,
-            "retry_delay": timedelta(minutes=1),
-            "retry_exponential_backoff": True,
-            "max_retry_delay": timedelta(minutes=15),
-        },
+        **dag_arguments(config, "scoring", catchup=config.scoring.catchup),
         params={
             "input": Param(
                 None,

@@ -22,12 +22,12 @@ monitoring DAG emits. A new model is a new YAML plus its SQL; this file does not
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
 from typing import Any
 
 from airflow.sdk import Param, dag, get_parsing_context, task
 from tabular_mlops.assets import model_asset, retrain_asset
 from tabular_mlops.config import ModelConfig, load_model_configs
+from tabular_mlops.dag_defaults import dag_arguments
 
 
 def _schedule(config: ModelConfig) -> Any:
@@ -53,17 +53,7 @@ def build_training_dag(config: ModelConfig) -> object:
         description=config.description or f"Training chain of {config.name}",
         doc_md=__doc__,
         schedule=_schedule(config),
-        start_date=datetime(2026, 1, 1),
-        catchup=False,
-        max_active_runs=1,
-        tags=["training", config.name, *config.tags],
-        default_args={
-            "owner": config.owner,
-            "retries": config.retries,
-            "retry_delay": timedelta(minutes=1),
-            "retry_exponential_backoff": True,
-            "max_retry_delay": timedelta(minutes=15),
-        },
+        **dag_arguments(config, "training"),
         params={
             "data": Param(
                 None,

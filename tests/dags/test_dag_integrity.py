@@ -128,3 +128,10 @@ def test_batch_scoring_dag_shape(dagbag: dict, model: str) -> None:
     assert dag["tasks"] == ["locate", "pin_model", "prepare", "score_chunk", "publish"]
     assert dag["schedule"] == "0 2 * * *"  # schedules.scoring of defaults.yaml, UTC
     assert dag["catchup"] is False and dag["doc_md"]
+
+
+@pytest.mark.parametrize("model", ["churn", "credit_risk"])
+def test_monitoring_dag_shape(dagbag: dict, model: str) -> None:
+    dag = dagbag["dags"][f"{model}_monitoring"]
+    assert dag["tasks"] == ["measure", "alert", "request_retrain"]
+    assert dag["catchup"] is False and dag["doc_md"]

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 TELCO_FILE = "WA_Fn-UseC_-Telco-Customer-Churn.csv"
@@ -22,44 +20,8 @@ SCORING = ["locate", "pin_model", "prepare", "score_chunk", "publish"]
 
 
 @pytest.fixture(scope="module")
-def scoring_world(
-    tmp_path_factory: pytest.TempPathFactory, telco_raw: Path, home_credit_raw: Path
-) -> Iterator[dict]:
-    """A registry with production versions of both models, configs with 300-row chunks."""
-    from tabular_mlops import registry
-    from tabular_mlops.config import get_model_config
-    from tabular_mlops.pipeline import run_training_chain
-
-    root = tmp_path_factory.mktemp("scoring")
-    configs = root / "configs"
-    shutil.copytree(PROJECT_DIR / "include" / "configs", configs)
-    defaults = yaml.safe_load((configs / "defaults.yaml").read_text())
-    defaults["scoring"]["chunk_rows"] = 300
-    (configs / "defaults.yaml").write_text(yaml.safe_dump(defaults))
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-        patch.setenv("MLOPS_MLFLOW_DIR", str(root))
-        patch.setenv("MLOPS_DATA_DIR", str(root / "data"))
-        patch.setenv("MLOPS_REPORTS_DIR", str(root / "reports"))
-        patch.setenv("MLOPS_CONFIG_DIR", str(configs))
-        versions = {}
-        for model, raw in (("churn", telco_raw), ("credit_risk", home_credit_raw)):
-            # A dry run registers the version; promoting it by hand keeps the test off the gate's floors.
-            result = run_training_chain(
-                get_model_config(model), str(raw), run_id=f"train_{model}", dry_run=True
-            )
-            registry.promote(result["registered_name"], result["version"], "test", reason="scoring tests")
-            versions[model] = result["version"]
-        yield {"root": root, "versions": versions}
-
-
-@pytest.fixture(scope="module")
-def dagbag(airflow_db: str, scoring_world: dict):
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(PROJECT_DIR / "dags"))
-    assert not bag.import_errors, bag.import_errors
-    return bag
+def scoring_world(production_models: dict) -> dict:
+    return production_models
 
 
 @pytest.fixture

@@ -1,0 +1,135 @@
+"""
+### `<model>_monitoring`: one DAG per model config in `include/configs/`
+
+Runs when batch scoring publishes a partition (the `predictions/<model>` Asset), and daily from
+the config's `schedules.monitoring` cron as a fallback:
+
+1. **measure**: drift of the newest predictions partition (Param `current` overrides) against the
+   reference logged with the version that scored it: PSI of every feature on every row, weighted
+   by the feature's importance in that version, and PSI of the predicted probabilities. Quality
+   per model version when labels have arrived (Param `labels`, default `<lake>/labels/<model>/`).
+   Saves an Evidently HTML report and a JSON summary under `reports/monitoring/<model>/dt=<date>/`,
+   logs them to MLflow and records the window's verdict on the registered model.
+2. **alert**: on a breach that has lasted `monitoring.consecutive_windows` windows and is not in
+   the cool-down, one email per window through the SMTP connection of the config. A retried or
+   re-run window never sends twice; a mail server that stays down fails the task visibly.
+3. **request_retrain**: after an alert, updates the `retrain/<model>` Asset that schedules
+   `<model>_training`; its candidate still has to pass the quality gate. Skipped otherwise.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.sdk import Param, dag, get_parsing_context, task
+from tabular_mlops.assets import predictions_asset, retrain_asset
+from tabular_mlops.config import ModelConfig, load_model_configs
+from tabular_mlops.dag_defaults import dag_arguments
+
+
+def _schedule(config: ModelConfig) -> Any:
+    """Every published predictions partition; the cron of the config adds a daily fallback."""
+    if config.schedules.monitoring is None:
+        return [predictions_asset(config.name)]
+    from airflow.timetables.assets import AssetOrTimeSchedule
+    from airflow.timetables.trigger import CronTriggerTimetable
+
+    return AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable(config.schedules.monitoring, timezone="UTC"),
+        assets=[predictions_asset(config.name)],
+    )
+
+
+def build_monitoring_dag(config: ModelConfig) -> object:
+    """The monitoring DAG of one model config."""
+    dag_id = f"{config.name}_monitoring"
+
+    @dag(
+        dag_id=dag_id,
+        description=f"Drift and quality monitoring of {config.name}",
+        doc_md=__doc__,
+        schedule=_schedule(config),
+        **dag_arguments(config, "monitoring"),
+        params={
+            "current": Param(
+                None,
+                type=["null", "string"],
+                title="Predictions partition",
+                description="Folder or s3:// prefix of a predictions partition; empty: the newest one.",
+            ),
+            "reference": Param(
+                None,
+                type=["null", "string"],
+                title="Reference rows",
+                description="Model input rows to compare with; empty: the reference logged with the version.",
+            ),
+            "labels": Param(
+                None,
+                type=["null", "string"],
+                title="Labels",
+                description="Labels file or folder keyed by the entity id; empty: <lake>/labels/<model>/.",
+            ),
+        },
+    )
+    def monitoring() -> None:
+        @task
+        def measure(params: dict | None = None) -> dict:
+            """Drift and quality of the window; report saved and logged; verdict recorded."""
+            import logging
+
+            from airflow.sdk.exceptions import AirflowFailException
+            from tabular_mlops import settings, storage
+            from tabular_mlops.config import get_model_config
+            from tabular_mlops.monitoring import MonitoringError
+            from tabular_mlops.monitoring import measure as run
+            from tabular_mlops.scoring import lake_root
+
+            cfg = get_model_config(config.name)
+            params = params or {}
+            labels = params.get("labels")
+            if labels is None:
+                default = storage.join(settings.resolve_location(lake_root(cfg)), "labels", cfg.name)
+                labels = default if storage.list_files(default, cfg.data.aws_conn_id) else None
+            try:
+                return run(
+                    cfg,
+                    params.get("current"),
+                    params.get("reference"),
+                    labels,
+                    progress=logging.getLogger("tabular_mlops.monitoring").info,
+                )
+            except MonitoringError as exc:
+                raise AirflowFailException(str(exc)) from exc
+
+        @task
+        def alert(summary: dict) -> dict:
+            """Email the breach when it is due; at most once per window."""
+            from tabular_mlops.config import get_model_config
+            from tabular_mlops.monitoring import alert_decision, send_alert
+
+            cfg = get_model_config(config.name)
+            if not summary["breach"]:
+                return {"sent": False, "why": "no breach"}
+            sent = send_alert(cfg, summary)
+            return {"sent": sent, "why": "sent" if sent else alert_decision(cfg, summary["day"])[1]}
+
+        @task(outlets=[retrain_asset(config.name)])
+        def request_retrain(alerted: dict, summary: dict) -> str:
+            """Ask for a retrain after an alert (the Asset event schedules the training DAG)."""
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            if not alerted["sent"]:
+                raise AirflowSkipException(f"no retrain requested: {alerted['why']}")
+            return summary["headline"]
+
+        summary = measure()
+        request_retrain(alert(summary), summary)
+
+    return monitoring()
+
+
+_current = get_parsing_context().dag_id
+for _name, _config in load_model_configs().items():
+    # A task run needs only its own DAG; skip building the others.
+    if _current is None or _current == f"{_name}_monitoring":
+        globals()[f"{_name}_monitoring"] = build_monitoring_dag(_config)
