@@ -58,6 +58,10 @@ bench-home-credit: $(STAMP)
 bench-scoring: $(STAMP)
 	$(BIN)/python benchmarks/bench_scoring.py $(if $(RAW),--raw $(RAW)) --json benchmarks/scoring.json
 
+## Time a monitoring run on the full-size credit_risk feature table (RAW=folder reuses CSVs)
+bench-monitoring: $(STAMP)
+	$(BIN)/python benchmarks/bench_monitoring.py $(if $(RAW),--raw $(RAW)) --json benchmarks/monitoring.json
+
 ## Time credit_risk training on generated applicants (ROWS=20000 by default here)
 bench-train: $(STAMP)
 	$(BIN)/python benchmarks/bench_train.py --rows $(if $(filter 307511,$(ROWS)),20000,$(ROWS)) --json benchmarks/train.json
@@ -78,4 +82,4 @@ logs:
 clean:
 	rm -rf data reports .pytest_cache .ruff_cache .mypy_cache
 
-.PHONY: help install lock demo test lint bench bench-home-credit bench-scoring bench-train up down logs clean
+.PHONY: help install lock demo test lint bench bench-home-credit bench-scoring bench-monitoring bench-train up down logs clean
