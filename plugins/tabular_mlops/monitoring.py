@@ -31,6 +31,7 @@ from tabular_mlops.drift import column_drift, numeric_psi, weighted_drift_share
 TAG_PREFIX = "monitor."
 SUMMARY = "summary.json"
 REPORT = "report.html"
+QUALITY_REPORT = "quality.html"
 Progress = Callable[[str], None]
 
 
@@ -226,6 +227,20 @@ def _evidently_report(
     snapshot.save_html(str(out))
 
 
+def _quality_report(predictions: pd.DataFrame, labels: pd.DataFrame, key: str, out: Path) -> None:
+    """Evidently's classification report (AUC, accuracy, F1, log loss, curves) on the labelled rows."""
+    from evidently import BinaryClassification, DataDefinition, Dataset, Report
+    from evidently.presets import ClassificationPreset
+
+    joined = predictions.merge(labels, on=key, how="inner")[["y", "probability"]]
+    definition = DataDefinition(
+        classification=[BinaryClassification(target="y", prediction_probas="probability")],
+        numerical_columns=["probability"],
+    )
+    data = Dataset.from_pandas(joined, data_definition=definition)
+    Report([ClassificationPreset()]).run(current_data=data, reference_data=None).save_html(str(out))
+
+
 def measure(
     config: ModelConfig,
     current: str | None = None,
@@ -277,10 +292,12 @@ def measure(
         )
         count = sum(d.drifted for d in drifts)
         say(f"{count} of {len(drifts)} features drifted; prediction PSI {prediction_psi:.3f}")
-        quality = {}
+        quality: dict[str, Any] = {}
+        labelled = None
         if labels:
+            labelled = _labels(config, labels, work)
             quality = quality_by_version(
-                predictions, _labels(config, labels, work), config.features.entity_key, spec.min_labelled_rows
+                predictions, labelled, config.features.entity_key, spec.min_labelled_rows
             )
         production_auc = tracking.configure().get_run(run_id).data.metrics.get("test_roc_auc")
         reasons = _breach_reasons(
@@ -295,6 +312,10 @@ def measure(
         top = [d.column for d in drifts[: spec.report_columns]]
         cur_report = cur[top].assign(**{REFERENCE_PROBABILITY: predictions["probability"].to_numpy()})
         _evidently_report(config, ref, cur_report, [*top, REFERENCE_PROBABILITY], out / REPORT)
+        quality_report = None
+        if labelled is not None and "roc_auc" in quality.get(version, {}):
+            quality_report = out / QUALITY_REPORT
+            _quality_report(predictions, labelled, config.features.entity_key, quality_report)
         summary = {
             "model": config.name,
             "day": day,
@@ -313,6 +334,7 @@ def measure(
             "reasons": reasons,
             "headline": headline,
             "report": str(out / REPORT),
+            "quality_report": str(quality_report) if quality_report else None,
             "columns": [d.to_dict() for d in drifts],
         }
         (out / SUMMARY).write_text(json.dumps(summary, indent=2, default=str))
@@ -446,7 +468,7 @@ def send_alert(config: ModelConfig, summary: dict[str, Any]) -> bool:
             to=list(config.alerts.recipients),
             subject=f"{summary['headline']} ({day})",
             html_content=body,
-            files=[summary["report"]],
+            files=[f for f in (summary["report"], summary.get("quality_report")) if f],
         )
     state = _window_states(config)[day]
     state.update(alert_sent=True, alert_at=datetime.now(UTC).isoformat(timespec="seconds"))

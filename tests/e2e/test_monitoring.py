@@ -173,6 +173,7 @@ def test_quality_drop_with_labels_breaches_without_feature_drift(
     assert any(reason.startswith("AUC") for reason in summary["reasons"])
     quality = summary["quality"][summary["model_version"]]
     assert quality["labelled_rows"] == len(customers) and quality["roc_auc"] < 0.6
+    assert Path(summary["quality_report"]).stat().st_size > 10_000
 
 
 def test_credit_risk_monitoring_runs_on_every_feature(
