@@ -1,8 +1,11 @@
-"""`make demo`: generate both data sets and train both models through their Airflow training DAGs.
+"""`make demo`: the whole loop on generated data, through the bundle's own Airflow DAGs.
 
-Runs each `<model>_training` DAG with Airflow's own `dag.test()` against a private SQLite metadata
-DB (`.airflow/` in the project) and the embedded MLflow registry (`mlruns/`), then prints where
-the metrics, plots, reports and registry are. Exits non-zero when a DAG run fails.
+For each model: generate its data set, train it with `<model>_training` (promoted when the gate
+passes), put a day's partition of new rows into the lake, score it with `<model>_batch_scoring`
+and check it with `<model>_monitoring`. Every DAG runs with Airflow's own `dag.test()` against a
+private SQLite metadata DB (`.airflow/` in the project) and the embedded MLflow registry
+(`mlruns/`). Prints where the metrics, plots, predictions and reports are; exits non-zero when a
+DAG run fails.
 """
 
 from __future__ import annotations
@@ -20,6 +23,28 @@ DATASETS = {
     "churn": ("telco", 7043, 7),
     "credit_risk": ("home_credit", 8000, 7),
 }
+NEW_ROWS = 2000  # customers / applicants generated (with another seed) for the day's partition
+
+
+def _stage_partition(model: str, dataset: str, day: str) -> Path:
+    """New rows for `day` in the lake's incoming partition: what an upstream system would drop."""
+    import shutil
+    import tempfile
+
+    from tabular_mlops.config import get_model_config
+    from tabular_mlops.generators.dataset import generate_dataset
+    from tabular_mlops.scoring import partition
+
+    target = Path(partition(get_model_config(model), "incoming", day))
+    shutil.rmtree(target, ignore_errors=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        generate_dataset(dataset, Path(tmp), rows=NEW_ROWS, seed=8, dirty_rows=3)
+        target.mkdir(parents=True)
+        for path in Path(tmp).iterdir():
+            # Applicants to score come as application_test.csv; the training table stays out.
+            if path.name != "application_train.csv":
+                shutil.copy(path, target / path.name)
+    return target
 
 
 def _prepare_airflow() -> None:
@@ -47,6 +72,9 @@ def main() -> int:
     if bag.import_errors:
         raise SystemExit(f"DAG import errors: {bag.import_errors}")
     outcome: dict[str, str] = {}
+    from datetime import UTC, datetime
+
+    today = datetime.now(UTC).replace(hour=2, minute=0, second=0, microsecond=0)
     for model, (dataset, rows, seed) in DATASETS.items():
         out = demo_dir / dataset
         print(f"== {model}: generating {rows:,} rows of {dataset} (5 dirty rows) into {out}", flush=True)
@@ -56,6 +84,15 @@ def main() -> int:
         outcome[model] = str(run.state)
         states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
         print(f"== {model}_training: {run.state} {json.dumps(states)}", flush=True)
+        if run.state != "success":
+            continue
+        incoming = _stage_partition(model, dataset, today.date().isoformat())
+        for kind in ("batch_scoring", "monitoring"):
+            print(f"== {model}: running {model}_{kind} with dag.test() ({incoming.name})", flush=True)
+            followup = bag.get_dag(f"{model}_{kind}").test(logical_date=today)
+            outcome[f"{model}_{kind}"] = str(followup.state)
+            states = {ti.task_id: str(ti.state) for ti in followup.get_task_instances()}
+            print(f"== {model}_{kind}: {followup.state} {json.dumps(states)}", flush=True)
 
     from tabular_mlops import registry
     from tabular_mlops.config import get_model_config
@@ -68,11 +105,18 @@ def main() -> int:
             production = registry.alias_version(name, registry.PRODUCTION)
         except Exception:  # noqa: BLE001 - a model that never registered has no alias to show
             production = None
-        print(f"- {model}: run {outcome[model]}, {name} in production: version {production}")
+        print(f"- {model}: training {outcome[model]}, {name} in production: version {production}")
+        for kind in ("batch_scoring", "monitoring"):
+            print(f"  {model}_{kind}: {outcome.get(f'{model}_{kind}', 'not run')}")
     reports = settings.reports_dir()
     print(f"- validation reports: {reports / 'validation'}/<model>/<run>/summary.md")
     print(f"- metrics, plots, gate verdict, model card: {reports / 'evaluation'}/<model>/<run>/")
     print(f"- quarantined rows: {settings.data_dir() / 'quarantine'}/<model>/<run>/")
+    from tabular_mlops.scoring import lake_root
+
+    lake = settings.resolve_location(lake_root(get_model_config("churn")))
+    print(f"- predictions, rejects, manifest: {lake}/predictions/<model>/dt={today.date()}/")
+    print(f"- drift and quality reports: {reports / 'monitoring'}/<model>/dt={today.date()}/report.html")
     print(
         f"- MLflow UI: .venv/bin/mlflow ui --backend-store-uri {tracking.tracking_uri()}  (http://127.0.0.1:5000)"
     )
