@@ -36,14 +36,14 @@ demo: $(STAMP)
 
 ## Lint (ruff, with Airflow 3 rules), check formatting and types, and run the test suite
 test: $(STAMP)
-	$(BIN)/ruff check dags plugins tests benchmarks
-	$(BIN)/ruff format --check dags plugins tests benchmarks
+	$(BIN)/ruff check dags plugins serving tests benchmarks
+	$(BIN)/ruff format --check dags plugins serving tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## Lint only (ruff and mypy)
 lint: $(STAMP)
-	$(BIN)/ruff check dags plugins tests benchmarks
+	$(BIN)/ruff check dags plugins serving tests benchmarks
 	$(BIN)/mypy
 
 ## Time the Home Credit generator at full scale (ROWS=307511) and report its peak memory
@@ -66,6 +66,10 @@ bench-monitoring: $(STAMP)
 bench-train: $(STAMP)
 	$(BIN)/python benchmarks/bench_train.py --rows $(if $(filter 307511,$(ROWS)),20000,$(ROWS)) --json benchmarks/train.json
 
+## Serve the production versions over REST with gunicorn (PORT=8000, MLFLOW_TRACKING_URI or the local registry)
+serve: $(STAMP)
+	PORT=$(or $(PORT),8000) $(BIN)/gunicorn -c serving/gunicorn.conf.py serving.app:app
+
 ## Build and start the docker-compose stack (needs a Docker engine and a filled-in .env)
 up:
 	docker compose up -d --build
@@ -82,4 +86,4 @@ logs:
 clean:
 	rm -rf data reports .pytest_cache .ruff_cache .mypy_cache
 
-.PHONY: help install lock demo test lint bench bench-home-credit bench-scoring bench-monitoring bench-train up down logs clean
+.PHONY: help install lock demo test lint serve bench bench-home-credit bench-scoring bench-monitoring bench-train up down logs clean

@@ -27,6 +27,9 @@ TEST_ROWS = "test_rows.parquet"
 # The drift reference logged with every version, under the run's monitoring/ artifacts.
 REFERENCE_FILE = "reference.parquet"
 REFERENCE_PROBABILITY = "__probability"
+# Model input rows with their probabilities, logged under serving/ for the service's swap check.
+GOLDEN_FILE = "golden.parquet"
+GOLDEN_ROWS = 50
 
 
 @dataclass
@@ -201,6 +204,19 @@ def _log_reference(
     mlflow.log_dict(column_importance(importance, categorical, numeric), "monitoring/column_importance.json")
 
 
+def _log_golden(classifier: Any, rows: pd.DataFrame) -> None:
+    """Log model input rows with the probabilities this version gives them: a service checks a
+    version against them before it takes traffic."""
+    import mlflow
+
+    golden = rows.reset_index(drop=True).copy()
+    golden[REFERENCE_PROBABILITY] = classifier.predict_proba(rows)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / GOLDEN_FILE
+        golden.to_parquet(path, index=False)
+        mlflow.log_artifact(str(path), artifact_path="serving")
+
+
 def train_candidate(
     config: ModelConfig,
     interim_dir: Path,
@@ -281,6 +297,7 @@ def train_candidate(
         _log_reference(
             config, classifier, frame, feature_rows, parts["train"], importance, categorical, numeric
         )
+        _log_golden(classifier, frame.iloc[parts["test"][:GOLDEN_ROWS]])
 
         example = signature_frame(frame.iloc[parts["train"][:5]])
         signature = infer_signature(example, classifier.predict(None, example))
