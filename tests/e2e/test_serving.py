@@ -162,3 +162,110 @@ def test_models_health_ready_and_metrics(service: str, production_models: dict) 
     assert health["errors"] == {} and set(health["versions"]) == {"churn", "credit_risk"}
     metrics = httpx.get(f"{service}/metrics").text
     assert "serving_requests_total" in metrics and "serving_model_version" in metrics
+
+
+def test_rest_probabilities_equal_batch_scoring_for_both_models(
+    service: str, telco_raw: Path, home_credit_raw: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tabular_mlops.config import get_model_config
+    from tabular_mlops.scoring import score_partition
+
+    monkeypatch.setenv("MLOPS_LAKE", str(tmp_path / "lake"))
+    # churn: the same 40 customers through batch scoring and through REST.
+    churn_in = tmp_path / "churn_in"
+    churn_in.mkdir()
+    pd.read_csv(telco_raw / TELCO_FILE, dtype=str, keep_default_na=False).head(40).to_csv(
+        churn_in / TELCO_FILE, index=False
+    )
+    score_partition(get_model_config("churn"), str(churn_in), str(tmp_path / "churn_out"))
+    batch = pd.read_parquet(tmp_path / "churn_out" / "predictions.parquet")
+    rest = httpx.post(
+        f"{service}/v1/models/churn/predict", json=_telco_records(telco_raw, 40), headers=AUTH
+    ).json()
+    assert [p["probability"] for p in rest["predictions"]] == pytest.approx(
+        batch["probability"].tolist(), abs=1e-6
+    )
+
+    # credit_risk: 10 applicants with every history table, batch partition versus REST.
+    applications = pd.read_csv(home_credit_raw / "application_test.csv").head(10)
+    ids = set(applications["SK_ID_CURR"])
+    credit_in = tmp_path / "credit_in"
+    credit_in.mkdir()
+    applications.to_csv(credit_in / "application_test.csv", index=False)
+    history: dict[str, pd.DataFrame] = {}
+    config = get_model_config("credit_risk")
+    for table, spec in config.data.tables.items():
+        if table in ("application_train", "application_test"):
+            continue
+        frame = pd.read_csv(home_credit_raw / spec.file)
+        if "SK_ID_CURR" in frame:
+            frame = frame[frame["SK_ID_CURR"].isin(ids)]
+        else:  # bureau_balance hangs off bureau
+            bureau_ids = set(history["bureau"]["SK_ID_BUREAU"])
+            frame = frame[frame["SK_ID_BUREAU"].isin(bureau_ids)]
+        history[table] = frame
+        frame.to_csv(credit_in / spec.file, index=False)
+    score_partition(config, str(credit_in), str(tmp_path / "credit_out"))
+    batch = pd.read_parquet(tmp_path / "credit_out" / "predictions.parquet").set_index("SK_ID_CURR")
+
+    def records(frame: pd.DataFrame) -> list[dict]:
+        return [
+            {k: (None if pd.isna(v) else v) for k, v in r.items()} for r in frame.to_dict(orient="records")
+        ]
+
+    body = []
+    for _, application in applications.iterrows():
+        key = application["SK_ID_CURR"]
+        request = {"application": records(applications[applications["SK_ID_CURR"] == key])[0]}
+        bureau_ids = set(history["bureau"].loc[history["bureau"]["SK_ID_CURR"] == key, "SK_ID_BUREAU"])
+        for table, frame in history.items():
+            mine = (
+                frame[frame["SK_ID_CURR"] == key]
+                if "SK_ID_CURR" in frame
+                else frame[frame["SK_ID_BUREAU"].isin(bureau_ids)]
+            )
+            request[table] = records(mine)
+        body.append(request)
+    rest = httpx.post(f"{service}/v1/models/credit_risk/predict", json=body, headers=AUTH, timeout=60).json()
+    expected = batch.loc[applications["SK_ID_CURR"], "probability"].tolist()
+    assert [p["probability"] for p in rest["predictions"]] == pytest.approx(expected, abs=1e-6)
+
+
+def test_hot_reload_swaps_versions_without_failing_a_request(
+    service: str, telco_raw: Path, production_models: dict
+) -> None:
+    import threading
+
+    from tabular_mlops import registry
+    from tabular_mlops.config import get_model_config
+    from tabular_mlops.pipeline import run_training_chain
+
+    record = _telco_records(telco_raw, 1)[0]
+    seen: list[tuple[int, str | None]] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        with httpx.Client(headers=AUTH, timeout=10) as http:
+            while not stop.is_set():
+                response = http.post(f"{service}/v1/models/churn/predict", json=record)
+                seen.append((response.status_code, response.json().get("model_version")))
+
+    newer = run_training_chain(get_model_config("churn"), str(telco_raw), run_id="reload", dry_run=True)
+    thread = threading.Thread(target=client)
+    thread.start()
+    try:
+        time.sleep(1)
+        registry.promote(newer["registered_name"], newer["version"], "test", reason="hot reload test")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            recent = [v for _, v in seen[-20:]]
+            if len(recent) == 20 and set(recent) == {newer["version"]}:
+                break
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        thread.join()
+        registry.rollback(newer["registered_name"], "test", reason="restore the module's production")
+    assert {code for code, _ in seen} == {200}, "a request failed during the swap"
+    versions = [v for _, v in seen]
+    assert versions[0] == production_models["versions"]["churn"] and versions[-1] == newer["version"]
