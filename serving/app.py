@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
+import duckdb
 from fastapi import Body, Depends, FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -28,6 +29,7 @@ from prometheus_client import (
     generate_latest,
 )
 from tabular_mlops.config import load_model_configs
+from tabular_mlops.features import FeatureBuildError
 
 from serving.models import ModelStore, max_records, reload_seconds, score_frame
 from serving.schemas import PredictResponse, request_model
@@ -125,7 +127,15 @@ def create_app(store: ModelStore | None = None, watch: bool = True) -> FastAPI:
                     if len(set(ids)) != len(ids):
                         status = "422"
                         raise HTTPException(status_code=422, detail=f"{key} repeats within the request")
-                probabilities = score_frame(served, rows)
+                try:
+                    probabilities = score_frame(served, rows)
+                except (duckdb.Error, FeatureBuildError, ValueError, OverflowError, KeyError) as exc:
+                    # Values the schema allows but the features cannot be computed from (an
+                    # overflow in the SQL, an infinite ratio): the caller's data, not a server fault.
+                    status = "422"
+                    raise HTTPException(
+                        status_code=422, detail=f"cannot score these records: {exc}"
+                    ) from None
                 threshold = served.threshold
                 return PredictResponse(
                     model_name=served.registered_name,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -269,3 +270,32 @@ def test_hot_reload_swaps_versions_without_failing_a_request(
     assert {code for code, _ in seen} == {200}, "a request failed during the swap"
     versions = [v for _, v in seen]
     assert versions[0] == production_models["versions"]["churn"] and versions[-1] == newer["version"]
+
+
+def test_fuzzing_the_openapi_schema_finds_no_server_error(service: str, tmp_path: Path) -> None:
+    """schemathesis generates valid and invalid bodies for every operation: none may get a 5xx."""
+    result = subprocess.run(
+        [
+            str(BIN / "schemathesis"),
+            "run",
+            f"{service}/openapi.json",
+            "--checks",
+            "not_a_server_error",
+            "--header",
+            f"Authorization: Bearer {API_KEY}",
+            "--phases",
+            "examples,fuzzing",
+            "--max-examples",
+            "50",
+            "--seed",
+            "1",
+            "--request-timeout",
+            "20",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert re.search(r"\b(\d+) generated, \1 passed\b", result.stdout), result.stdout[-2000:]
