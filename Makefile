@@ -29,6 +29,7 @@ install: $(STAMP)
 lock:
 	$(UV) pip compile --quiet --python-version 3.11 requirements.in -o requirements.txt
 	$(UV) pip compile --quiet --python-version 3.11 requirements-dev.in -o requirements-dev.txt
+	cd serving && $(UV) pip compile --quiet --python-version 3.11 requirements.in -o requirements.txt
 
 ## Generate both data sets (with a few dirty rows) and train both models through their Airflow DAGs
 demo: $(STAMP)
