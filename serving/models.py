@@ -20,10 +20,11 @@ import numpy as np
 import pandas as pd
 from tabular_mlops import registry, tracking
 from tabular_mlops.config import ModelConfig, TableSpec
-from tabular_mlops.features import features_from_frames
+from tabular_mlops.features import FeatureSession, features_from_frames
 
 log = logging.getLogger("serving")
 GOLDEN_TOLERANCE = 1e-6
+_SESSIONS = threading.local()  # DuckDB connections are per thread
 
 
 class NotServable(RuntimeError):
@@ -46,6 +47,14 @@ class Served:
     def threshold(self) -> float:
         """The decision threshold of the model config."""
         return self.config.model.threshold
+
+    def session(self, example: pd.DataFrame) -> Any:
+        """This thread's prepared feature session for this version (created on first use)."""
+        sessions = _SESSIONS.__dict__.setdefault("by_version", {})
+        key = (self.registered_name, self.version)
+        if key not in sessions:
+            sessions[key] = FeatureSession(self.classifier.sql or {}, {self.classifier.entity_table: example})
+        return sessions[key]
 
 
 def _typed_frame(
@@ -72,7 +81,7 @@ def score_frame(served: Served, records: list[dict[str, Any]]) -> np.ndarray:
     label = entity.label.column if entity.label is not None else None
     if config.features.model_input == "raw":
         frame = _typed_frame(records, entity, {label} if label else set())
-        return np.asarray(served.classifier.predict_proba(frame), dtype=float)
+        return np.asarray(served.classifier.predict_proba(frame, served.session(frame)), dtype=float)
     key = config.features.entity_key
     applications = [r["application"] for r in records]
     frames = {config.data.label_table: _typed_frame(applications, entity)}

@@ -144,13 +144,19 @@ class TabularClassifier(PythonModel):
         self.preprocessor = preprocessor
         self.estimator = estimator
 
-    def feature_rows(self, model_input: pd.DataFrame) -> pd.DataFrame:
-        """All feature-table columns for the input: the model's SQL for raw records, else the input."""
+    def feature_rows(self, model_input: pd.DataFrame, session: Any = None) -> pd.DataFrame:
+        """All feature-table columns for the input: the model's SQL for raw records, else the input.
+
+        `session` (a features.FeatureSession over this model's SQL) reuses prepared views.
+        """
         frame = pd.DataFrame(model_input).reset_index(drop=True)
         if self.input_kind == "raw":
             from tabular_mlops.features import features_from_frames
 
-            built = features_from_frames(self.sql or {}, {self.entity_table: frame})
+            frames = {self.entity_table: frame}
+            built = (
+                session.run(frames) if session is not None else features_from_frames(self.sql or {}, frames)
+            )
             keys = frame[self.entity_key] if self.entity_key in frame else None
             if keys is not None and keys.notna().all() and keys.is_unique and len(built) == len(frame):
                 # SQL keeps the entity key, not necessarily row order: restore the caller's order.
@@ -158,17 +164,17 @@ class TabularClassifier(PythonModel):
             frame = built
         return frame
 
-    def features(self, model_input: pd.DataFrame) -> pd.DataFrame:
+    def features(self, model_input: pd.DataFrame, session: Any = None) -> pd.DataFrame:
         """The model's feature columns for the input; absent ones are missing values, not errors."""
-        frame = self.feature_rows(model_input)
+        frame = self.feature_rows(model_input, session)
         missing = [c for c in self.feature_columns if c not in frame.columns]
         for column in missing:
             frame[column] = np.nan
         return frame[self.feature_columns]
 
-    def predict_proba(self, model_input: pd.DataFrame) -> np.ndarray:
+    def predict_proba(self, model_input: pd.DataFrame, session: Any = None) -> np.ndarray:
         """Probability of the positive class per input row."""
-        encoded = self.preprocessor.transform(self.features(model_input))
+        encoded = self.preprocessor.transform(self.features(model_input, session))
         return np.asarray(self.estimator.predict_proba(encoded)[:, 1], dtype=float)
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> Any:
