@@ -25,13 +25,13 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 ## Create .venv and install the locked dependencies and the bundle (runs by itself when needed)
 install: $(STAMP)
 
-## Recompile the locks from requirements.in and requirements-dev.in
+## Recompile the locks: requirements.txt, requirements-dev.txt and serving/requirements.txt
 lock:
 	$(UV) pip compile --quiet --python-version 3.11 requirements.in -o requirements.txt
 	$(UV) pip compile --quiet --python-version 3.11 requirements-dev.in -o requirements-dev.txt
 	cd serving && $(UV) pip compile --quiet --python-version 3.11 requirements.in -o requirements.txt
 
-## Generate both data sets (with a few dirty rows) and train both models through their Airflow DAGs
+## Generate data, then train, score and monitor both models through their Airflow DAGs
 demo: $(STAMP)
 	$(BIN)/python -m tabular_mlops.demo
 
