@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench_home_credit import run_phase
-from bench_scoring import _score, _train_and_promote
+from bench_scoring import _score, _train_and_promote, scratch_environment, stage_credit_partition
 from tabular_mlops.config import get_model_config
 from tabular_mlops.generators.home_credit import generate_home_credit
 
@@ -50,25 +50,14 @@ def main() -> None:
     parser.add_argument("--json", default=None, help="also write the figures to this file")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-monitoring-"))
-    os.environ.update(
-        {
-            "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
-            "MLOPS_MLFLOW_DIR": str(work),
-            "MLOPS_DATA_DIR": str(work / "data"),
-            "MLOPS_REPORTS_DIR": str(work / "reports"),
-        }
-    )
+    scratch_environment(work)
     try:
         run_phase(_setup, str(work))
         raw = Path(args.raw) if args.raw else work / "raw"
         if not args.raw:
             generate_home_credit(raw, rows=args.rows, seed=0)
         incoming = work / "incoming"
-        incoming.mkdir()
-        for path in raw.glob("*.csv"):
-            if path.name not in ("application_train.csv", "application_test.csv"):
-                (incoming / path.name).symlink_to(path.resolve())
-        (incoming / "application_test.csv").symlink_to((raw / "application_train.csv").resolve())
+        stage_credit_partition(raw, incoming)
         partition = work / "predictions" / "dt=2026-11-20"
         run_phase(_score, "credit_risk", str(incoming), str(partition))
         # The reference: feature rows of the same size (the partition's own model inputs).

@@ -44,6 +44,28 @@ def _setup(work: str) -> dict[str, Any]:
     }
 
 
+def scratch_environment(work: Path) -> None:
+    """Point MLflow and the bundle's data and report folders into a throw-away work folder."""
+    os.environ.update(
+        {
+            "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
+            "MLOPS_MLFLOW_DIR": str(work),
+            "MLOPS_DATA_DIR": str(work / "data"),
+            "MLOPS_REPORTS_DIR": str(work / "reports"),
+        }
+    )
+
+
+def stage_credit_partition(raw: Path, target: Path) -> None:
+    """A credit_risk scoring partition from generated CSVs, by symlink: the history tables as they
+    are, and the training applicants standing in for a full-size batch of new applicants."""
+    target.mkdir(parents=True)
+    for path in raw.glob("*.csv"):
+        if path.name not in ("application_train.csv", "application_test.csv"):
+            (target / path.name).symlink_to(path.resolve())
+    (target / "application_test.csv").symlink_to((raw / "application_train.csv").resolve())
+
+
 def _score(model: str, source: str, output: str) -> dict[str, Any]:
     from tabular_mlops.scoring import score_partition
 
@@ -61,14 +83,7 @@ def main() -> None:
     parser.add_argument("--json", default=None, help="also write the figures to this file")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-scoring-"))
-    os.environ.update(
-        {
-            "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
-            "MLOPS_MLFLOW_DIR": str(work),
-            "MLOPS_DATA_DIR": str(work / "data"),
-            "MLOPS_REPORTS_DIR": str(work / "reports"),
-        }
-    )
+    scratch_environment(work)
     try:
         setup = run_phase(_setup, str(work))
         versions = {model: setup[model] for model in ("churn", "credit_risk")}
@@ -78,12 +93,7 @@ def main() -> None:
         if not args.raw:
             generate_home_credit(credit_raw, rows=args.credit_rows, seed=0)
         credit_in = work / "lake" / "incoming" / "credit_risk"
-        credit_in.mkdir(parents=True)
-        for path in credit_raw.glob("*.csv"):
-            if path.name not in ("application_train.csv", "application_test.csv"):
-                (credit_in / path.name).symlink_to(path.resolve())
-        # The training applicants stand in for a full-size batch of new applicants.
-        (credit_in / "application_test.csv").symlink_to((credit_raw / "application_train.csv").resolve())
+        stage_credit_partition(credit_raw, credit_in)
         figures: dict[str, Any] = {"cpus": os.cpu_count(), "versions": versions}
         for model, source in (("churn", telco_in), ("credit_risk", credit_in)):
             started = time.perf_counter()

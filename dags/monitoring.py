@@ -105,13 +105,12 @@ def build_monitoring_dag(config: ModelConfig) -> object:
         def alert(summary: dict) -> dict:
             """Email the breach when it is due; at most once per window."""
             from tabular_mlops.config import get_model_config
-            from tabular_mlops.monitoring import alert_decision, send_alert
+            from tabular_mlops.monitoring import send_alert
 
-            cfg = get_model_config(config.name)
             if not summary["breach"]:
                 return {"sent": False, "why": "no breach"}
-            sent = send_alert(cfg, summary)
-            return {"sent": sent, "why": "sent" if sent else alert_decision(cfg, summary["day"])[1]}
+            sent, why = send_alert(get_model_config(config.name), summary)
+            return {"sent": sent, "why": why}
 
         @task(outlets=[retrain_asset(config.name)])
         def request_retrain(alerted: dict, summary: dict) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -196,8 +195,3 @@ def reload_seconds() -> float:
 def max_records() -> int:
     """SERVING_MAX_RECORDS: the largest batch one request may carry (default 1000)."""
     return int(os.environ.get("SERVING_MAX_RECORDS", "1000"))
-
-
-def monotonic_ms(started: float) -> float:
-    """Milliseconds since a perf_counter reading."""
-    return (time.perf_counter() - started) * 1000

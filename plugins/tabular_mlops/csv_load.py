@@ -75,6 +75,11 @@ def read_header(path: Path) -> list[str]:
         return [h.strip() for h in next(csv.reader(handle), [])]
 
 
+def repeated_columns(header: list[str]) -> list[str]:
+    """Column names a header holds more than once, sorted (such a file cannot be read by name)."""
+    return sorted({h for h in header if header.count(h) > 1})
+
+
 def csv_line(values: Iterable[Any]) -> str:
     """Values as one CSV line (no terminator), quoted where needed; None becomes empty."""
     buffer = io.StringIO()

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from tabular_mlops import settings, storage
 from tabular_mlops.config import ModelConfig, TableSpec
-from tabular_mlops.csv_load import connect, load_csv, read_header, scan_file
+from tabular_mlops.csv_load import connect, load_csv, read_header, repeated_columns, scan_file
 from tabular_mlops.row_rules import ident, literal
 from tabular_mlops.validation import (
     LABEL_INDICATOR,
@@ -155,7 +155,7 @@ def _ingest_table(
     scan = scan_file(path)
     report = TableReport(table=name, file=spec.file, sha256=scan.sha256)
     header = read_header(path)
-    duplicated = sorted({h for h in header if header.count(h) > 1})
+    duplicated = repeated_columns(header)
     if duplicated:
         raise ValueError(f"{source_label}: header repeats column(s) {duplicated}")
     report.missing_columns = [c for c in spec.columns if c not in header]

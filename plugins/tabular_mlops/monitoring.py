@@ -61,7 +61,7 @@ def latest_partition(config: ModelConfig) -> str:
 
 def _read_table(location: str, work: Path, conn: str) -> pd.DataFrame:
     """A CSV or parquet file (local or s3://) as a frame."""
-    local = _local(location, work, conn)
+    local = storage.local_path(location, work, conn)
     if local.suffix == ".parquet":
         return pd.read_parquet(local)
     return pd.read_csv(local, low_memory=False)
@@ -133,7 +133,7 @@ def _reference(
     from tabular_mlops.training import REFERENCE_FILE
 
     if override is not None:
-        local = _local(override, work, conn)
+        local = storage.local_path(override, work, conn)
         if local.suffix != ".parquet":
             converted = work / "reference_rows.parquet"
             pd.read_csv(local, low_memory=False).to_parquet(converted, index=False)
@@ -165,13 +165,6 @@ def _importance(run_id: str) -> dict[str, float]:
         }
     except Exception:  # an older version: every feature weighs the same
         return {}
-
-
-def _local(location: str, work: Path, conn: str) -> Path:
-    """A local path for a location: S3 objects are downloaded into `work`."""
-    if storage.is_s3(location):
-        return storage.download(location, work / Path(location).name, conn)
-    return Path(location)
 
 
 def _feature_rows(model: Any, rows: Path, batch_rows: int, with_probability: bool = False) -> pd.DataFrame:
@@ -280,7 +273,9 @@ def measure(
         model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
         batch_rows = config.scoring.batch_rows
         ref = _reference(run_id, reference, model, work, conn, batch_rows)
-        cur = _feature_rows(model, _local(storage.join(location, "inputs.parquet"), work, conn), batch_rows)
+        cur = _feature_rows(
+            model, storage.local_path(storage.join(location, "inputs.parquet"), work, conn), batch_rows
+        )
         columns = [
             c for c in model.unwrap_python_model().feature_columns if c in ref.columns and c in cur.columns
         ]
@@ -437,14 +432,14 @@ def decide_alert(
     return True, "breach"
 
 
-def send_alert(config: ModelConfig, summary: dict[str, Any]) -> bool:
-    """Email the breach of a measured window when it is due; True when an email went out."""
+def send_alert(config: ModelConfig, summary: dict[str, Any]) -> tuple[bool, str]:
+    """Email the breach of a measured window when it is due; (sent, why)."""
     from airflow.providers.smtp.hooks.smtp import SmtpHook
 
     day = summary["day"]
     due, why = alert_decision(config, day)
     if not due:
-        return False
+        return False, why
     drifted = summary["drifted_features"][:10]
     rows = "".join(
         f"<tr><td>{d['column']}</td><td>{d['psi']:.3f}</td><td>{d['importance']:.1%}</td></tr>"
@@ -473,7 +468,7 @@ def send_alert(config: ModelConfig, summary: dict[str, Any]) -> bool:
     state = _window_states(config)[day]
     state.update(alert_sent=True, alert_at=datetime.now(UTC).isoformat(timespec="seconds"))
     _record_window(config, day, state)
-    return True
+    return True, "sent"
 
 
 def monitor(
@@ -486,7 +481,11 @@ def monitor(
 ) -> dict[str, Any]:
     """The whole run (what `mlops monitor` does): measure, then alert when due."""
     summary = measure(config, current, reference, labels, progress)
-    sent = send_alert(config, summary) if send and summary["breach"] else False
-    summary["alert_sent"] = sent
-    summary["alert_reason"] = "sent" if sent else alert_decision(config, summary["day"])[1]
+    if not summary["breach"]:
+        sent, why = False, "no breach"
+    elif send:
+        sent, why = send_alert(config, summary)
+    else:
+        sent, why = False, alert_decision(config, summary["day"])[1]
+    summary["alert_sent"], summary["alert_reason"] = sent, why
     return summary

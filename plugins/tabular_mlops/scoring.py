@@ -37,6 +37,7 @@ from tabular_mlops.csv_load import (
     load_parquet,
     parquet_columns,
     read_header,
+    repeated_columns,
     scan_file,
 )
 
@@ -79,9 +80,9 @@ def lake_root(config: ModelConfig) -> str:
     return os.environ.get("MLOPS_LAKE") or config.scoring.lake or str(settings.data_dir() / "lake")
 
 
-def partition(config: ModelConfig, kind: str, day: date | str, lake: str | None = None) -> str:
+def partition(config: ModelConfig, kind: str, day: date | str) -> str:
     """`<lake>/<kind>/<model>/dt=<YYYY-MM-DD>`, kind being incoming or predictions."""
-    root = settings.resolve_location(lake or lake_root(config))
+    root = settings.resolve_location(lake_root(config))
     return storage.join(root, kind, config.name, f"dt={day if isinstance(day, str) else day.isoformat()}")
 
 
@@ -182,7 +183,7 @@ def _load_table(
     typed, rejects = work / f"{table}.parquet", work / f"{table}.rejects.csv"
     relaxed = scoring_spec(spec)
     header = parquet_columns(local) if local.suffix == ".parquet" else read_header(local)
-    repeated = sorted({h for h in header if header.count(h) > 1})
+    repeated = repeated_columns(header)
     if repeated:
         raise ScoringError(f"{label}: header repeats column(s) {repeated}")
     if local.suffix == ".parquet":
@@ -195,15 +196,11 @@ def _load_table(
     return TableInput(table, local.name, digest, outcome), typed, rejects
 
 
-def _model_sql(config: ModelConfig, pinned: PinnedModel, say: Progress) -> dict[str, str]:
+def _model_sql(config: ModelConfig, pinned: PinnedModel, say: Progress, model: Any) -> dict[str, str]:
     """The feature SQL the pinned version was trained with (older versions: include/sql's)."""
-    import mlflow
-
     from tabular_mlops.features import read_sql_folder
 
-    tracking.configure()
-    model = mlflow.pyfunc.load_model(pinned.uri).unwrap_python_model()
-    sql = getattr(model, "sql", None)
+    sql = getattr(model.unwrap_python_model(), "sql", None)
     if sql:
         return dict(sql)
     say(f"{pinned.uri} carries no SQL (trained before it did); using {config.sql_path}")
@@ -211,14 +208,14 @@ def _model_sql(config: ModelConfig, pinned: PinnedModel, say: Progress) -> dict[
 
 
 def _build_feature_rows(
-    config: ModelConfig, pinned: PinnedModel, typed: dict[str, Path], out: Path, say: Progress
+    config: ModelConfig, pinned: PinnedModel, typed: dict[str, Path], out: Path, say: Progress, model: Any
 ) -> int:
     """Run the version's feature SQL over the typed input tables into `out`; return its row count."""
     import duckdb
 
     from tabular_mlops.features import bind_parquet, run_feature_sql
 
-    sql = _model_sql(config, pinned, say)
+    sql = _model_sql(config, pinned, say, model)
     tables = dict(typed)
     # The SQL reads the training table's name; the rows to score stand in for it.
     tables[config.data.label_table] = tables.pop(config.scoring_entity_table)
@@ -283,8 +280,12 @@ def prepare(
     input_location: str,
     staging: str,
     progress: Progress | None = None,
+    model: Any = None,
 ) -> list[dict[str, Any]]:
-    """Validate the partition, build the rows to score, stage them as chunks; return the chunks."""
+    """Validate the partition, build the rows to score, stage them as chunks; return the chunks.
+
+    `model` is the pinned version already loaded (loaded here when a feature-row model needs it).
+    """
     say = progress or (lambda _m: None)
     conn = config.data.aws_conn_id
     started = time.perf_counter()
@@ -310,12 +311,7 @@ def prepare(
         rejects: list[tuple[str, Path]] = []
         for table, name in found.items():
             location = storage.join(input_location, name)
-            # A local partition is read in place; an S3 object is downloaded first.
-            local = (
-                storage.download(location, work / "input" / name, conn)
-                if storage.is_s3(location)
-                else Path(location)
-            )
+            local = storage.local_path(location, work / "input", conn)
             record, typed[table], rejected = _load_table(
                 table, config.data.tables[table], local, location, work
             )
@@ -341,7 +337,8 @@ def prepare(
         rows = typed[config.scoring_entity_table]
         if config.features.model_input == "features" and kept:
             rows = work / "feature_rows.parquet"
-            built = _build_feature_rows(config, pinned, typed, rows, say)
+            model = model if model is not None else load_pinned(pinned)
+            built = _build_feature_rows(config, pinned, typed, rows, say, model)
             if built != kept:
                 raise ScoringError(
                     f"{config.name}: the feature SQL made {built:,} rows from {kept:,} entity rows; "
@@ -597,8 +594,9 @@ def score_partition(
     cut = checked_threshold(config, threshold)
     staging = staging_location(output, run)
     try:
-        chunks = prepare(config, pinned, input_location, staging, say)
-        model = load_pinned(pinned) if chunks else None
+        # One load serves the feature SQL in prepare and every chunk.
+        model = load_pinned(pinned)
+        chunks = prepare(config, pinned, input_location, staging, say, model)
         scored_at = datetime.now(UTC).isoformat()
         results = []
         for chunk in chunks:

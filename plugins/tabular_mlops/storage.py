@@ -143,6 +143,13 @@ def download(location: str, local: Path, aws_conn_id: str) -> Path:
     return local
 
 
+def local_path(location: str, workdir: Path, aws_conn_id: str) -> Path:
+    """A local file for a location: a local path is read in place, an S3 object downloaded into workdir."""
+    if is_s3(location):
+        return download(location, workdir / Path(location).name, aws_conn_id)
+    return Path(location)
+
+
 def upload(local: Path, location: str, aws_conn_id: str) -> None:
     """Copy one local file to a location (local or s3://), replacing what is there."""
     if is_s3(location):

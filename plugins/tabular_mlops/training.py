@@ -176,6 +176,16 @@ def model_requirements(config: ModelConfig) -> list[str]:
     return pinned
 
 
+def _log_parquet(frame: pd.DataFrame, name: str, artifact_path: str) -> None:
+    """Log a frame as `<artifact_path>/<name>` (parquet) on the active MLflow run."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        frame.to_parquet(path, index=False)
+        mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+
 def _log_reference(
     config: ModelConfig,
     classifier: Any,
@@ -197,24 +207,16 @@ def _log_reference(
     sample = np.sort(rng.choice(train_rows, size=take, replace=False))
     reference = feature_rows.iloc[sample][classifier.feature_columns].reset_index(drop=True)
     reference[REFERENCE_PROBABILITY] = classifier.predict_proba(frame.iloc[sample])
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / REFERENCE_FILE
-        reference.to_parquet(path, index=False)
-        mlflow.log_artifact(str(path), artifact_path="monitoring")
+    _log_parquet(reference, REFERENCE_FILE, "monitoring")
     mlflow.log_dict(column_importance(importance, categorical, numeric), "monitoring/column_importance.json")
 
 
 def _log_golden(classifier: Any, rows: pd.DataFrame) -> None:
     """Log model input rows with the probabilities this version gives them: a service checks a
     version against them before it takes traffic."""
-    import mlflow
-
     golden = rows.reset_index(drop=True).copy()
     golden[REFERENCE_PROBABILITY] = classifier.predict_proba(rows)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / GOLDEN_FILE
-        golden.to_parquet(path, index=False)
-        mlflow.log_artifact(str(path), artifact_path="serving")
+    _log_parquet(golden, GOLDEN_FILE, "serving")
 
 
 def train_candidate(
