@@ -67,6 +67,10 @@ bench-monitoring: $(STAMP)
 bench-train: $(STAMP)
 	$(BIN)/python benchmarks/bench_train.py --rows $(if $(filter 307511,$(ROWS)),20000,$(ROWS)) --json benchmarks/train.json
 
+## Serving latency and throughput, the bundle beside `mlflow models serve` (needs wrk on PATH)
+bench-serving: $(STAMP)
+	$(BIN)/python benchmarks/bench_serving.py --json benchmarks/serving.json
+
 ## Serve the production versions over REST with gunicorn (PORT=8000, MLFLOW_TRACKING_URI or the local registry)
 serve: $(STAMP)
 	PORT=$(or $(PORT),8000) $(BIN)/gunicorn -c serving/gunicorn.conf.py serving.app:app
@@ -87,4 +91,4 @@ logs:
 clean:
 	rm -rf data reports .pytest_cache .ruff_cache .mypy_cache
 
-.PHONY: help install lock demo test lint serve bench bench-home-credit bench-scoring bench-monitoring bench-train up down logs clean
+.PHONY: help install lock demo test lint serve bench bench-home-credit bench-scoring bench-monitoring bench-train bench-serving up down logs clean

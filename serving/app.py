@@ -7,7 +7,9 @@ need `Authorization: Bearer <key>`; health, readiness and metrics stay open.
 """
 
 # No `from __future__ import annotations`: FastAPI must see the per-model body types as objects.
+import gc
 import hmac
+import json
 import logging
 import os
 import time
@@ -16,38 +18,25 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-import duckdb
 from fastapi import Body, Depends, FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
+from fastapi.responses import JSONResponse
 from tabular_mlops.config import load_model_configs
 from tabular_mlops.features import FeatureBuildError
 
-from serving.models import ModelStore, max_records, reload_seconds, score_frame
+from serving.batching import Batcher
+from serving.lean import ScoringInputError
+from serving.metrics import BATCH_ROWS, LATENCY, REQUESTS, VERSION, exposition
+from serving.models import ModelStore, NotServable, Served, max_records, reload_seconds
 from serving.schemas import PredictResponse, request_model
 
 log = logging.getLogger("serving")
-METRICS = CollectorRegistry()
-REQUESTS = Counter("serving_requests", "Scoring requests", ["model", "status"], registry=METRICS)
-LATENCY = Histogram(
-    "serving_request_seconds",
-    "Scoring request latency",
-    ["model", "status"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
-    registry=METRICS,
-)
-VERSION = Gauge("serving_model_version", "Registry version served", ["model"], registry=METRICS)
+# The caller's data, not a server fault: values the schema allows but the features cannot be
+# computed from (an overflow in the SQL, an infinite ratio).
+_INPUT_ERRORS = (ScoringInputError, FeatureBuildError, ValueError, OverflowError, KeyError)
 
 
-def _check_key(request: Request) -> None:
+async def _check_key(request: Request) -> None:
     """401 unless the request carries the configured API key (no key configured: open)."""
     expected = os.environ.get("SERVING_API_KEY")
     if not expected:
@@ -62,14 +51,30 @@ def _check_key(request: Request) -> None:
 def create_app(store: ModelStore | None = None, watch: bool = True) -> FastAPI:
     """The app over a model store (default: every config in the config folder)."""
     store = store or ModelStore(load_model_configs())
+    store.on_load = lambda name, served: VERSION.labels(name).set(float(served.version))
+    batchers: dict[str, Batcher] = {}
+
+    def scorer(name: str) -> Any:
+        def score(records: list[dict[str, Any]]) -> Any:
+            BATCH_ROWS.labels(name).observe(len(records))
+            return store.score(name, records)
+
+        return score
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         store.refresh()
+        # Everything loaded so far (libraries, models) lives as long as the worker: move it out
+        # of the garbage collector's reach so full collections stay short under load (churn,
+        # concurrency 32: p99 227 ms -> 31 ms).
+        gc.collect()
+        gc.freeze()
         if watch:
             store.watch(reload_seconds())
         yield
         store.stop()
+        for batcher in batchers.values():
+            batcher.close()
 
     app = FastAPI(title="tabular-mlops scoring", version="1", lifespan=lifespan)
     app.state.store = store
@@ -93,16 +98,15 @@ def create_app(store: ModelStore | None = None, watch: bool = True) -> FastAPI:
 
     def predict_route(name: str) -> None:
         body_type = request_model(store.configs[name])
+        batcher = batchers[name] = Batcher(name, scorer(name), max_rows=max_records())
 
         async def predict(
             request: Request,
-            response: Response,
             body: Annotated[body_type | list[body_type], Body()],  # type: ignore[valid-type]
             _: Annotated[None, Depends(_check_key)],
-        ) -> PredictResponse:
+        ) -> Response:
             started = time.perf_counter()
             request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-            response.headers["X-Request-ID"] = request_id
             records = body if isinstance(body, list) else [body]
             status = "200"
             try:
@@ -114,39 +118,23 @@ def create_app(store: ModelStore | None = None, watch: bool = True) -> FastAPI:
                     raise HTTPException(
                         status_code=413, detail=f"at most {max_records()} records per request"
                     )
-                served = store.served.get(name)
-                if served is None:
-                    status = "503"
-                    raise HTTPException(
-                        status_code=503, detail=f"{name}: no version loaded: {store.errors.get(name)}"
-                    )
-                rows = [r.model_dump() for r in records]
-                key = served.config.features.entity_key
-                if served.config.features.model_input != "raw":
-                    ids = [r["application"][key] for r in rows]
-                    if len(set(ids)) != len(ids):
-                        status = "422"
-                        raise HTTPException(status_code=422, detail=f"{key} repeats within the request")
                 try:
-                    probabilities = score_frame(served, rows)
-                except (duckdb.Error, FeatureBuildError, ValueError, OverflowError, KeyError) as exc:
-                    # Values the schema allows but the features cannot be computed from (an
-                    # overflow in the SQL, an infinite ratio): the caller's data, not a server fault.
+                    served, probabilities = await batcher.submit([r.model_dump() for r in records])
+                except NotServable as exc:
+                    status = "503"
+                    raise HTTPException(status_code=503, detail=str(exc)) from None
+                except _INPUT_ERRORS as exc:
                     status = "422"
                     raise HTTPException(
                         status_code=422, detail=f"cannot score these records: {exc}"
                     ) from None
-                threshold = served.threshold
-                return PredictResponse(
-                    model_name=served.registered_name,
-                    model_version=served.version,
-                    request_id=request_id,
-                    predictions=[
-                        {"probability": float(p), "prediction": int(p >= threshold), "threshold": threshold}
-                        for p in probabilities
-                    ],
+                return Response(
+                    content=_prediction_json(served, request_id, probabilities),
+                    media_type="application/json",
+                    headers={"X-Request-ID": request_id},
                 )
-            except HTTPException:
+            except HTTPException as exc:
+                exc.headers = {**(exc.headers or {}), "X-Request-ID": request_id}
                 raise
             except Exception:
                 status = "500"
@@ -182,6 +170,7 @@ def create_app(store: ModelStore | None = None, watch: bool = True) -> FastAPI:
             "registered_name": served.registered_name,
             "version": served.version,
             "run_id": served.run_id,
+            "encoder": "compiled" if served.lean.compiled else "scikit-learn",
             "threshold": served.threshold,
             "metrics": served.metrics,
             "loaded_at": served.loaded_at,
@@ -216,12 +205,27 @@ def create_app(store: ModelStore | None = None, watch: bool = True) -> FastAPI:
         return JSONResponse(status_code=code, content={"ready": not missing, "missing": missing})
 
     @app.get("/metrics")
-    async def metrics() -> PlainTextResponse:
-        for name, served in store.served.items():
-            VERSION.labels(name).set(float(served.version))
-        return PlainTextResponse(generate_latest(METRICS).decode(), media_type=CONTENT_TYPE_LATEST)
+    async def metrics() -> Response:
+        content, media_type = exposition()
+        return Response(content=content, media_type=media_type)
 
     return app
+
+
+def _prediction_json(served: Served, request_id: str, probabilities: Any) -> bytes:
+    """The response body (built by hand: a pydantic round trip per request costs more than scoring)."""
+    threshold = served.threshold
+    predictions = [
+        {"probability": p, "prediction": int(p >= threshold), "threshold": threshold}
+        for p in probabilities.tolist()
+    ]
+    body = {
+        "model_name": served.registered_name,
+        "model_version": served.version,
+        "request_id": request_id,
+        "predictions": predictions,
+    }
+    return json.dumps(body, separators=(",", ":")).encode()
 
 
 app = create_app() if os.environ.get("SERVING_LAZY_APP") != "1" else None

@@ -2,8 +2,9 @@
 
 Each worker loads `models:/<registered name>@production` for every model config at start-up and
 re-reads the alias every `SERVING_RELOAD_SECONDS`. A new version is swapped in only after it
-loads and reproduces the golden records logged with it at training; the swap is one reference
-assignment, so a request in flight finishes on the version it started with.
+loads, compiles into the lean request path (lean.py) and, through that path, reproduces the golden
+records logged with it at training. The swap is one reference assignment, so a batch in flight
+finishes on the version it started with.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -18,12 +20,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from tabular_mlops import registry, tracking
-from tabular_mlops.config import ModelConfig, TableSpec
-from tabular_mlops.features import FeatureSession, features_from_frames
+from tabular_mlops.config import ModelConfig
+
+from serving.lean import LeanScorer
 
 log = logging.getLogger("serving")
 GOLDEN_TOLERANCE = 1e-6
-_SESSIONS = threading.local()  # DuckDB connections are per thread
 
 
 class NotServable(RuntimeError):
@@ -38,7 +40,7 @@ class Served:
     registered_name: str
     version: str
     run_id: str
-    classifier: Any
+    lean: LeanScorer
     metrics: dict[str, float]
     loaded_at: str
 
@@ -47,55 +49,13 @@ class Served:
         """The decision threshold of the model config."""
         return self.config.model.threshold
 
-    def session(self, example: pd.DataFrame) -> Any:
-        """This thread's prepared feature session for this version (created on first use)."""
-        sessions = _SESSIONS.__dict__.setdefault("by_version", {})
-        key = (self.registered_name, self.version)
-        if key not in sessions:
-            sessions[key] = FeatureSession(self.classifier.sql or {}, {self.classifier.entity_table: example})
-        return sessions[key]
 
-
-def _typed_frame(
-    records: list[dict[str, Any]], table: TableSpec, drop: set[str] = frozenset()
-) -> pd.DataFrame:  # type: ignore[assignment]
-    """Records as a frame typed like the interim tables (so the SQL sees the types it trained on)."""
-    columns = [c for c in table.columns if c not in drop]
-    frame = pd.DataFrame.from_records(records, columns=columns)
-    for column in columns:
-        kind = table.columns[column].type
-        if kind == "int":
-            frame[column] = frame[column].astype("Int64")
-        elif kind == "float":
-            frame[column] = frame[column].astype("float64")
-        else:
-            frame[column] = frame[column].astype(object)
-    return frame
-
-
-def score_frame(served: Served, records: list[dict[str, Any]]) -> np.ndarray:
-    """Probabilities for request records (raw records, or applications with their history)."""
-    config = served.config
-    entity = config.data.tables[config.scoring_entity_table]
-    label = entity.label.column if entity.label is not None else None
-    if config.features.model_input == "raw":
-        frame = _typed_frame(records, entity, {label} if label else set())
-        return np.asarray(served.classifier.predict_proba(frame, served.session(frame)), dtype=float)
-    key = config.features.entity_key
-    applications = [r["application"] for r in records]
-    frames = {config.data.label_table: _typed_frame(applications, entity)}
-    for table, spec in config.data.tables.items():
-        if table in (config.scoring_entity_table, config.data.label_table):
-            continue
-        rows = []
-        for record in records:
-            for row in record.get(table, []):
-                # History belongs to the application it came with, whatever id it carried.
-                rows.append({**row, key: record["application"][key]} if key in spec.columns else row)
-        frames[table] = _typed_frame(rows, spec)
-    features = features_from_frames(served.classifier.sql, frames)
-    ordered = features.set_index(key).loc[[a[key] for a in applications]].reset_index()
-    return np.asarray(served.classifier.predict_proba(ordered), dtype=float)
+def golden_probabilities(lean: LeanScorer, golden: pd.DataFrame) -> np.ndarray:
+    """What the lean path gives the golden records (raw records, or feature rows)."""
+    if lean.raw:
+        records = golden.astype(object).where(golden.notna(), None).to_dict(orient="records")
+        return lean.score(records)
+    return lean.score_feature_rows(golden)
 
 
 def _load(config: ModelConfig, version: str | None = None) -> Served:
@@ -114,7 +74,10 @@ def _load(config: ModelConfig, version: str | None = None) -> Served:
         model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
     except Exception as exc:  # any loading failure keeps the old version serving
         raise NotServable(f"{name} version {version} does not load: {exc}") from None
-    classifier = model.unwrap_python_model()
+    try:
+        lean = LeanScorer(config, model.unwrap_python_model())
+    except Exception as exc:
+        raise NotServable(f"{name} version {version} cannot be prepared for serving: {exc}") from None
     try:
         path = mlflow.artifacts.download_artifacts(
             run_id=details.run_id, artifact_path=f"serving/{GOLDEN_FILE}"
@@ -123,9 +86,14 @@ def _load(config: ModelConfig, version: str | None = None) -> Served:
         raise NotServable(f"{name} version {version} has no golden records: {exc}") from None
     golden = pd.read_parquet(path)
     expected = golden.pop(REFERENCE_PROBABILITY).to_numpy()
-    got = np.asarray(classifier.predict_proba(golden), dtype=float)
+    try:
+        got = golden_probabilities(lean, golden)
+    except Exception as exc:
+        lean.close()
+        raise NotServable(f"{name} version {version} cannot score its golden records: {exc}") from None
     worst = float(np.max(np.abs(got - expected))) if len(expected) else 0.0
     if worst > GOLDEN_TOLERANCE:
+        lean.close()
         raise NotServable(f"{name} version {version} moved its golden probabilities by up to {worst:.2e}")
     metrics = {k: v for k, v in client.get_run(details.run_id).data.metrics.items() if k.startswith("test_")}
     return Served(
@@ -133,7 +101,7 @@ def _load(config: ModelConfig, version: str | None = None) -> Served:
         name,
         str(version),
         str(details.run_id),
-        classifier,
+        lean,
         metrics,
         datetime.now(UTC).isoformat(timespec="seconds"),
     )
@@ -146,7 +114,19 @@ class ModelStore:
     configs: dict[str, ModelConfig]
     served: dict[str, Served] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    on_load: Callable[[str, Served], None] | None = None
+    _retired: dict[str, list[Served]] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
+
+    def score(self, name: str, records: list[dict[str, Any]]) -> tuple[Served, np.ndarray]:
+        """Score with the version served now. Runs on the model's scorer thread, the only user
+        of its DuckDB sessions, so replaced versions are closed here, between batches."""
+        for old in self._retired.pop(name, []):
+            old.lean.close()
+        served = self.served.get(name)
+        if served is None:
+            raise NotServable(f"{name}: no version loaded: {self.errors.get(name)}")
+        return served, served.lean.score(records)
 
     def refresh(self) -> None:
         """Load any model whose production alias moved (or that is not loaded yet)."""
@@ -162,7 +142,11 @@ class ModelStore:
                     continue
                 loaded = _load(config, wanted)
                 self.served[name] = loaded  # one assignment: in-flight requests keep their version
+                if current is not None:
+                    self._retired.setdefault(name, []).append(current)
                 self.errors.pop(name, None)
+                if self.on_load is not None:
+                    self.on_load(name, loaded)
                 log.info("%s: now serving %s version %s", name, registered, wanted)
             except NotServable as exc:
                 self.errors[name] = str(exc)

@@ -1,0 +1,267 @@
+"""Serving latency and throughput: `make bench-serving` (needs `wrk`: `apt-get install wrk`).
+
+Trains a churn and a credit_risk version on generated data into a throw-away registry, then, one
+after the other on this machine and with the same load generator (wrk, 2 threads):
+- the bundle's service (gunicorn, `SERVING_WORKERS` uvicorn workers, default 2),
+- MLflow's own `mlflow models serve` (uvicorn, 1 worker, its default) on the same versions,
+and measures p50/p95/p99 and requests/s for single-record requests at concurrency 1, 8 and 32
+and for 100-record batches at concurrency 8. churn requests are raw Telco records on both.
+credit_risk requests to the bundle hold the application with its full history (the service
+computes the 516 features with the feature SQL); MLflow's server gets the precomputed feature
+row, because that is what the logged credit_risk pyfunc takes. Prints one JSON document and
+writes it to --json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from bench_scoring import _train_and_promote, scratch_environment
+
+PROJECT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT))  # the serving package lives at the project root
+BIN = Path(sys.executable).parent
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local f = io.open(os.getenv("BENCH_BODY"), "r"); wrk.body = f:read("*a"); f:close()
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('RESULT {"requests": %d, "seconds": %.3f, "p50_ms": %.2f, "p95_ms": %.2f, ' ..
+    '"p99_ms": %.2f, "errors": %d}\\n', summary.requests, summary.duration / 1e6,
+    latency:percentile(50) / 1e3, latency:percentile(95) / 1e3, latency:percentile(99) / 1e3,
+    e.status + e.connect + e.read + e.write + e.timeout))
+end
+"""
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait(url: str, process: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{url}: the server exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} not ready within {timeout:.0f}s")
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    return [{k: (None if pd.isna(v) else v) for k, v in r.items()} for r in frame.to_dict(orient="records")]
+
+
+def _bodies(work: Path, registry_versions: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """Request bodies per model: bundle single/batch and MLflow single/batch."""
+    import mlflow
+    from tabular_mlops.config import get_model_config
+    from tabular_mlops.generators.home_credit import generate_home_credit
+    from tabular_mlops.generators.telco import FILE_NAME, generate_telco
+
+    telco_dir, credit_dir = work / "req" / "telco", work / "req" / "home_credit"
+    generate_telco(telco_dir, rows=400, seed=7)
+    generate_home_credit(credit_dir, rows=400, seed=7)
+    telco = pd.read_csv(telco_dir / FILE_NAME).drop(columns=["Churn"])
+    churn = _records(telco.head(100))
+
+    config = get_model_config("credit_risk")
+    applications = pd.read_csv(credit_dir / "application_test.csv").head(100)
+    history = {
+        t: pd.read_csv(credit_dir / s.file)
+        for t, s in config.data.tables.items()
+        if t not in ("application_train", "application_test")
+    }
+    credit = []
+    for application in _records(applications):
+        key = application["SK_ID_CURR"]
+        request: dict[str, Any] = {"application": application}
+        for table, frame in history.items():
+            if "SK_ID_CURR" in frame:
+                request[table] = _records(frame[frame["SK_ID_CURR"] == key])
+        bureau_ids = {r["SK_ID_BUREAU"] for r in request["bureau"]}
+        request["bureau_balance"] = _records(
+            history["bureau_balance"][history["bureau_balance"]["SK_ID_BUREAU"].isin(bureau_ids)]
+        )
+        credit.append(request)
+    sizes = [sum(len(v) for k, v in r.items() if k != "application") for r in credit]
+    typical = int(np.argsort(sizes)[len(sizes) // 2])  # the median applicant by history size
+
+    # MLflow's server takes what each logged pyfunc takes: the raw record for churn, the
+    # feature row for credit_risk (computed here with the version's own SQL).
+    model = mlflow.pyfunc.load_model(f"models:/credit-risk-classifier/{registry_versions['credit_risk']}")
+    classifier = model.unwrap_python_model()
+    from serving.lean import LeanScorer
+
+    features = LeanScorer(config, classifier).features(credit)
+    # The signature asks for the entity key too (it is part of the feature row).
+    columns = [config.features.entity_key, *classifier.feature_columns]
+    feature_rows = pd.DataFrame({c: features[c] for c in columns})
+    return {
+        "churn": {
+            "bundle_single": churn[0],
+            "bundle_batch": churn,
+            "mlflow_single": {"dataframe_records": churn[:1]},
+            "mlflow_batch": {"dataframe_records": churn},
+        },
+        "credit_risk": {
+            "bundle_single": credit[typical],
+            "bundle_batch": credit,
+            "mlflow_single": {"dataframe_records": _records(feature_rows.iloc[[typical]])},
+            "mlflow_batch": {"dataframe_records": _records(feature_rows)},
+            "history_rows_single": sizes[typical],
+            "history_rows_batch": int(sum(sizes)),
+        },
+    }
+
+
+def _load(url: str, body: Any, connections: int, seconds: int, work: Path) -> dict[str, Any]:
+    path = work / f"body-{abs(hash(url))}-{connections}.json"
+    path.write_text(json.dumps(body))
+    script = work / "post.lua"
+    script.write_text(WRK_SCRIPT)
+    threads = min(2, connections)
+    command = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--timeout", "10s"]
+    out = subprocess.run(
+        [*command, "-s", str(script), url],
+        env={**os.environ, "BENCH_BODY": str(path)},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    line = next(x for x in out.splitlines() if x.startswith("RESULT "))
+    result = json.loads(line[len("RESULT ") :])
+    result["requests_per_second"] = round(result["requests"] / result["seconds"], 1)
+    return result
+
+
+def _measure(
+    base: str, routes: dict[str, str], bodies: dict[str, Any], kind: str, args: Any, work: Path
+) -> Any:
+    figures: dict[str, Any] = {}
+    for model, url in routes.items():
+        cells = {}
+        for connections in (1, 8, 32):
+            cells[f"single_c{connections}"] = _load(
+                base + url, bodies[model][f"{kind}_single"], connections, args.seconds, work
+            )
+        cells["batch100_c8"] = _load(base + url, bodies[model][f"{kind}_batch"], 8, args.seconds, work)
+        figures[model] = cells
+        print(model, kind, json.dumps(cells), file=sys.stderr)
+    return figures
+
+
+def _stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def main() -> None:
+    """Train, serve with the bundle and with MLflow, load both with wrk; print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=int, default=10, help="length of each load run")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers of the bundle service")
+    parser.add_argument("--json", default=None, help="also write the figures to this file")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("bench_serving needs wrk on PATH (Debian/Ubuntu: apt-get install wrk)")
+    work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    scratch_environment(work)
+    from tabular_mlops.generators.home_credit import generate_home_credit
+    from tabular_mlops.generators.telco import generate_telco
+
+    generate_telco(work / "train" / "telco", rows=3000, seed=1)
+    generate_home_credit(work / "train" / "home_credit", rows=3000, seed=1)
+    versions = {
+        "churn": _train_and_promote("churn", str(work / "train" / "telco")),
+        "credit_risk": _train_and_promote("credit_risk", str(work / "train" / "home_credit")),
+    }
+    bodies = _bodies(work, versions)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(PROJECT),
+        "SERVING_LOG_LEVEL": "warning",
+        # `mlflow models serve` starts `uvicorn` by name: the virtualenv's bin must be on PATH.
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    figures: dict[str, Any] = {"cpus": os.cpu_count(), "versions": versions, "load_generator": "wrk -t2"}
+    figures["credit_risk_history_rows"] = {
+        "single": bodies["credit_risk"]["history_rows_single"],
+        "batch100": bodies["credit_risk"]["history_rows_batch"],
+    }
+    try:
+        port = _free_port()
+        bundle = subprocess.Popen(
+            [str(BIN / "gunicorn"), "-c", "serving/gunicorn.conf.py", "serving.app:app"],
+            cwd=PROJECT,
+            env={**env, "PORT": str(port), "HOST": "127.0.0.1", "SERVING_WORKERS": str(args.workers)},
+        )
+        try:
+            _wait(f"http://127.0.0.1:{port}/ready", bundle)
+            routes = {m: f"/v1/models/{m}/predict" for m in ("churn", "credit_risk")}
+            figures["bundle"] = _measure(f"http://127.0.0.1:{port}", routes, bodies, "bundle", args, work)
+            figures["bundle"]["workers"] = args.workers
+        finally:
+            _stop(bundle)
+        figures["mlflow_models_serve"] = {"workers": 1}
+        for model, name in (("churn", "churn-classifier"), ("credit_risk", "credit-risk-classifier")):
+            port = _free_port()
+            reference = subprocess.Popen(
+                [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{name}/{versions[model]}"]
+                + ["-p", str(port), "-h", "127.0.0.1", "--env-manager", "local"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            try:
+                _wait(f"http://127.0.0.1:{port}/ping", reference)
+                one = _measure(
+                    f"http://127.0.0.1:{port}", {model: "/invocations"}, bodies, "mlflow", args, work
+                )
+                figures["mlflow_models_serve"][model] = one[model]
+            finally:
+                _stop(reference)
+        failed = [
+            f"{side} {model} {cell}: {result['errors']} failed requests"
+            for side in ("bundle", "mlflow_models_serve")
+            for model, cells in figures[side].items()
+            if isinstance(cells, dict)
+            for cell, result in cells.items()
+            if result["errors"]
+        ]
+        print(json.dumps(figures))
+        if failed:  # a latency of failed requests means nothing: refuse to record it
+            sys.exit("requests failed, figures not saved:\n" + "\n".join(failed))
+        if args.json:
+            Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""Prometheus metrics of the service, summed over every gunicorn worker.
+
+Under gunicorn (`gunicorn.conf.py` sets `PROMETHEUS_MULTIPROC_DIR`) each worker writes its
+counters to memory-mapped files in that folder and `/metrics` reads them all, so a scrape sees
+the whole service whichever worker answers it. Without the variable (one process, tests) the
+metrics live in this process's registry.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+_OWN = None if MULTIPROCESS else CollectorRegistry()
+
+REQUESTS = Counter("serving_requests", "Scoring requests", ["model", "status"], registry=_OWN)
+LATENCY = Histogram(
+    "serving_request_seconds",
+    "Scoring request latency, from the body parsed to the response built",
+    ["model", "status"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+    registry=_OWN,
+)
+BATCH_ROWS = Histogram(
+    "serving_batch_records",
+    "Records per scoring batch (requests that queued together are scored in one batch)",
+    ["model"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+    registry=_OWN,
+)
+# One sample per live worker (label pid): every worker should report the same version.
+VERSION = Gauge(
+    "serving_model_version", "Registry version served", ["model"], registry=_OWN, multiprocess_mode="liveall"
+)
+
+
+def exposition() -> tuple[bytes, str]:
+    """The metrics text of the whole service and its content type."""
+    if not MULTIPROCESS:
+        assert _OWN is not None
+        return generate_latest(_OWN), CONTENT_TYPE_LATEST
+    from prometheus_client import multiprocess
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return generate_latest(registry), CONTENT_TYPE_LATEST
