@@ -12,21 +12,22 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends libgomp1 curl \
-    && rm -rf /var/lib/apt/lists/*
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --uid 50000 --gid 0 --create-home --home-dir /opt/airflow airflow
 
 RUN pip install --no-cache-dir uv==0.13.9
 COPY requirements.txt /tmp/requirements.txt
 RUN uv pip install --system --no-cache --requirement /tmp/requirements.txt
 
-RUN useradd --uid 50000 --gid 0 --create-home --home-dir /opt/airflow airflow
 WORKDIR /opt/airflow
 COPY --chown=airflow:0 pyproject.toml README.md ./
 COPY --chown=airflow:0 plugins ./plugins
 COPY --chown=airflow:0 dags ./dags
 COPY --chown=airflow:0 include ./include
 RUN uv pip install --system --no-cache --no-deps --editable . \
-    && mkdir -p data reports logs && chown -R airflow:0 data reports logs
+    && mkdir -p data reports logs auth && chown -R airflow:0 data reports logs auth
 
-USER airflow
+# Numeric, so Kubernetes' runAsNonRoot and the host can tell it is not root.
+USER 50000
 ENTRYPOINT ["airflow"]
 CMD ["version"]

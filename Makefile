@@ -25,11 +25,12 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 ## Create .venv and install the locked dependencies and the bundle (runs by itself when needed)
 install: $(STAMP)
 
-## Recompile the locks: requirements.txt, requirements-dev.txt and serving/requirements.txt
+## Recompile the locks: requirements.txt, requirements-dev.txt, serving/ and docker/mlflow/ requirements.txt
 lock:
 	$(UV) pip compile --quiet --python-version 3.11 requirements.in -o requirements.txt
 	$(UV) pip compile --quiet --python-version 3.11 requirements-dev.in -o requirements-dev.txt
 	cd serving && $(UV) pip compile --quiet --python-version 3.11 requirements.in -o requirements.txt
+	cd docker/mlflow && $(UV) pip compile --quiet --python-version 3.11 requirements.in -o requirements.txt
 
 ## Generate data, then train, score and monitor both models through their Airflow DAGs
 demo: $(STAMP)
@@ -40,7 +41,11 @@ test: $(STAMP)
 	$(BIN)/ruff check dags plugins serving tests benchmarks
 	$(BIN)/ruff format --check dags plugins serving tests benchmarks
 	$(BIN)/mypy
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not stack" $(PYTEST_ARGS)
+
+## The native production stack on loopback: Airflow with Celery on Postgres + Redis, MLflow server, S3, SMTP, serving
+test-stack: $(STAMP)
+	$(BIN)/python -m pytest -m stack $(PYTEST_ARGS)
 
 ## Lint only (ruff and mypy)
 lint: $(STAMP)
@@ -91,4 +96,4 @@ logs:
 clean:
 	rm -rf data reports .pytest_cache .ruff_cache .mypy_cache
 
-.PHONY: help install lock demo test lint serve bench bench-home-credit bench-scoring bench-monitoring bench-train bench-serving up down logs clean
+.PHONY: help install lock demo test test-stack lint serve bench bench-home-credit bench-scoring bench-monitoring bench-train bench-serving up down logs clean

@@ -27,7 +27,14 @@ from tabular_mlops.features import FeatureBuildError
 from serving.batching import Batcher
 from serving.lean import ScoringInputError
 from serving.metrics import BATCH_ROWS, LATENCY, REQUESTS, VERSION, exposition
-from serving.models import ModelStore, NotServable, Served, max_records, reload_seconds
+from serving.models import (
+    ModelStore,
+    NotServable,
+    Served,
+    limit_registry_retries,
+    max_records,
+    reload_seconds,
+)
 from serving.schemas import PredictResponse, request_model
 
 log = logging.getLogger("serving")
@@ -50,6 +57,7 @@ async def _check_key(request: Request) -> None:
 
 def create_app(store: ModelStore | None = None, watch: bool = True) -> FastAPI:
     """The app over a model store (default: every config in the config folder)."""
+    limit_registry_retries()
     store = store or ModelStore(load_model_configs())
     store.on_load = lambda name, served: VERSION.labels(name).set(float(served.version))
     batchers: dict[str, Batcher] = {}
@@ -196,6 +204,7 @@ def create_app(store: ModelStore | None = None, watch: bool = True) -> FastAPI:
             "pid": os.getpid(),
             "versions": {n: s.version for n, s in store.served.items()},
             "errors": dict(store.errors),
+            "registry": store.registry,
         }
 
     @app.get("/ready")

@@ -115,6 +115,7 @@ class ModelStore:
     served: dict[str, Served] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     on_load: Callable[[str, Served], None] | None = None
+    registry: dict[str, Any] = field(default_factory=dict)
     _retired: dict[str, list[Served]] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -130,15 +131,24 @@ class ModelStore:
 
     def refresh(self) -> None:
         """Load any model whose production alias moved (or that is not loaded yet)."""
+        unreachable = None
         for name, config in self.configs.items():
+            current = self.served.get(name)
+            registered = tracking.registered_name(config.model.registered_name)
             try:
-                registered = tracking.registered_name(config.model.registered_name)
                 wanted = registry.alias_version(registered, registry.PRODUCTION)
-                current = self.served.get(name)
+            except Exception as exc:  # the registry is down or unreachable: keep serving
+                unreachable = f"{type(exc).__name__}: {str(exc)[:300]}"
+                kept = f"version {current.version}" if current is not None else "nothing loaded"
+                self.errors[name] = f"registry unreachable, serving {kept}: {unreachable}"
+                log.error("%s: registry unreachable, serving %s", name, kept)
+                continue
+            try:
                 if wanted is None:
                     self.errors[name] = f"{registered}: no version has alias {registry.PRODUCTION!r}"
                     continue
                 if current is not None and current.version == wanted:
+                    self.errors.pop(name, None)  # e.g. the registry is back after an outage
                     continue
                 loaded = _load(config, wanted)
                 self.served[name] = loaded  # one assignment: in-flight requests keep their version
@@ -151,9 +161,14 @@ class ModelStore:
             except NotServable as exc:
                 self.errors[name] = str(exc)
                 log.error("%s: kept the loaded version: %s", name, exc)
-            except Exception as exc:  # the registry may be unreachable for a while
+            except Exception as exc:  # an artifact download cut off halfway, say
                 self.errors[name] = f"reload failed: {exc}"
                 log.exception("%s: reload failed", name)
+        self.registry = {
+            "reachable": unreachable is None,
+            "checked_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "error": unreachable,
+        }
 
     def watch(self, interval: float) -> threading.Thread:
         """Re-check the aliases every `interval` seconds in a daemon thread."""
@@ -169,6 +184,13 @@ class ModelStore:
     def stop(self) -> None:
         """End the watch loop."""
         self._stop.set()
+
+
+def limit_registry_retries() -> None:
+    """Fail registry calls within seconds, not minutes: the watch loop retries every interval
+    anyway, and /health should say the registry is down while it is down."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
 
 def reload_seconds() -> float:

@@ -54,3 +54,14 @@ def wait_for_http(url: str, timeout: float = 30.0) -> None:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{url} did not answer within {timeout:.0f}s") from None
             time.sleep(0.2)
+
+
+class Inbox:
+    """aiosmtpd handler keeping every message it receives (a real SMTP server's mailbox)."""
+
+    def __init__(self) -> None:
+        self.messages: list[Any] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append(envelope)
+        return "250 OK"

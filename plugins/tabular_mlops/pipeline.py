@@ -39,9 +39,18 @@ def train(
     model: str, interim_dir: str, features_path: str, origin: dict[str, str] | None = None
 ) -> dict[str, Any]:
     """Task body of train: fit, log and register the candidate; return run id and version."""
+    from tabular_mlops import registry, tracking
     from tabular_mlops.training import train_candidate
 
     config = get_model_config(model)
+    if origin:
+        earlier = registry.registered_by(
+            tracking.registered_name(config.model.registered_name),
+            tracking.experiment_name(config.name),
+            origin,
+        )
+        if earlier is not None:  # a retry after a lost worker: keep the one version
+            return {"run_id": earlier[0], "version": earlier[1], "seconds": 0.0, "resumed": True}
     result = train_candidate(config, Path(interim_dir), Path(features_path), origin=origin)
     return {"run_id": result.run_id, "version": result.version, "seconds": result.seconds}
 

@@ -70,6 +70,30 @@ def alias_version(name: str, alias: str) -> str | None:
         raise
 
 
+def registered_by(name: str, experiment: str, origin: dict[str, str]) -> tuple[str, str] | None:
+    """(MLflow run id, version) that an earlier try of this Airflow run already registered.
+
+    A worker lost after registering (killed, evicted) leaves its version behind; the retry must
+    return it instead of registering a second version of the same candidate.
+    """
+    client = tracking.configure()
+    found = client.get_experiment_by_name(experiment)
+    if found is None or not origin.get("run_id"):
+        return None
+    runs = client.search_runs(
+        [found.experiment_id],
+        filter_string=(
+            f"tags.airflow_dag_id = '{origin.get('dag_id', '')}' "
+            f"AND tags.airflow_run_id = '{origin['run_id']}'"
+        ),
+    )
+    for run in runs:
+        versions = client.search_model_versions(f"name = '{name}' AND run_id = '{run.info.run_id}'")
+        if versions:
+            return run.info.run_id, str(max(int(v.version) for v in versions))
+    return None
+
+
 def _record(client: Any, move: AliasMove) -> None:
     payload = move.to_dict()
     text = json.dumps(payload, default=str)

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helpers import free_port, wait_for_http
+from tests.helpers import Inbox, free_port, wait_for_http
 
 BIN = Path(sys.executable).parent
 PROJECT_DIR = Path(__file__).resolve().parents[2]
@@ -86,17 +86,6 @@ def bucket(s3_client: Any) -> str:
     return name
 
 
-class _Inbox:
-    """aiosmtpd handler keeping every message it receives."""
-
-    def __init__(self) -> None:
-        self.messages: list[Any] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append(envelope)
-        return "250 OK"
-
-
 def smtp_connection(port: int) -> str:
     """AIRFLOW_CONN_SMTP_DEFAULT for a plain SMTP server on loopback."""
     extra = {"disable_tls": True, "disable_ssl": True, "from_email": "mlops@example.com", "timeout": 5}
@@ -104,11 +93,11 @@ def smtp_connection(port: int) -> str:
 
 
 @pytest.fixture
-def smtp_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[_Inbox]:
+def smtp_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Inbox]:
     """A real SMTP server (aiosmtpd) on a free loopback port, as `smtp_default`; yields its inbox."""
     from aiosmtpd.controller import Controller
 
-    inbox = _Inbox()
+    inbox = Inbox()
     port = free_port()
     controller = Controller(inbox, hostname="127.0.0.1", port=port)
     controller.start()

@@ -129,3 +129,26 @@ def test_credit_risk_trains_on_the_feature_store_and_promotes(
         assert version.tags.get(key), key
     features = list((workspace / "data" / "features" / "credit_risk").glob("*/feature_columns.json"))
     assert len(features) == 1 and len(json.loads(features[0].read_text())) > 300
+
+
+def test_a_retried_train_task_returns_the_version_its_lost_try_registered(
+    registry: str, telco_raw: Path, workspace: Path
+) -> None:
+    """A worker lost after registering leaves a version behind: the retry must not add another."""
+    from mlflow import MlflowClient
+    from tabular_mlops.config import get_model_config
+    from tabular_mlops.ingest import ingest_raw_tables
+    from tabular_mlops.pipeline import build_features, train
+
+    report = ingest_raw_tables(get_model_config("churn"), source=str(telco_raw), run_id="retry")
+    features = build_features("churn", str(report.interim_dir), "retry")
+    origin = {"dag_id": "churn_training", "run_id": "manual__retry-test"}
+    first = train("churn", str(report.interim_dir), features, origin=origin)
+    again = train("churn", str(report.interim_dir), features, origin=origin)
+    assert again == {"run_id": first["run_id"], "version": first["version"], "seconds": 0.0, "resumed": True}
+    other = train("churn", str(report.interim_dir), features, origin={**origin, "run_id": "manual__other"})
+    assert int(other["version"]) == int(first["version"]) + 1
+    names = {
+        str(v.version) for v in MlflowClient(registry).search_model_versions("name = 'churn-classifier'")
+    }
+    assert names == {first["version"], other["version"]}

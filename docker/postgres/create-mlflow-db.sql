@@ -1,0 +1,3 @@
+-- MLflow's backend store, beside Airflow's metadata DB (POSTGRES_DB) on the same server and owned by
+-- the same user. The postgres image runs this once, when it initialises an empty data volume.
+CREATE DATABASE mlflow;
