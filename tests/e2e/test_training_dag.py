@@ -142,13 +142,13 @@ def test_a_retried_train_task_returns_the_version_its_lost_try_registered(
 
     report = ingest_raw_tables(get_model_config("churn"), source=str(telco_raw), run_id="retry")
     features = build_features("churn", str(report.interim_dir), "retry")
+    client = MlflowClient(registry)
+    before = {str(v.version) for v in client.search_model_versions("name = 'churn-classifier'")}
     origin = {"dag_id": "churn_training", "run_id": "manual__retry-test"}
     first = train("churn", str(report.interim_dir), features, origin=origin)
     again = train("churn", str(report.interim_dir), features, origin=origin)
     assert again == {"run_id": first["run_id"], "version": first["version"], "seconds": 0.0, "resumed": True}
     other = train("churn", str(report.interim_dir), features, origin={**origin, "run_id": "manual__other"})
     assert int(other["version"]) == int(first["version"]) + 1
-    names = {
-        str(v.version) for v in MlflowClient(registry).search_model_versions("name = 'churn-classifier'")
-    }
-    assert names == {first["version"], other["version"]}
+    after = {str(v.version) for v in client.search_model_versions("name = 'churn-classifier'")}
+    assert after - before == {first["version"], other["version"]}  # two runs, two versions
