@@ -21,8 +21,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +29,9 @@ import pandas as pd
 from bench_scoring import _train_and_promote, scratch_environment
 
 PROJECT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(PROJECT))  # the serving package lives at the project root
+sys.path.insert(0, str(PROJECT))  # the serving package and the tests' helpers live at the root
+from tests.helpers import free_port, wait_until_ok  # noqa: E402 - needs the path above
+
 BIN = Path(sys.executable).parent
 WRK_SCRIPT = """
 wrk.method = "POST"
@@ -45,29 +45,6 @@ done = function(summary, latency, requests)
     e.status + e.connect + e.read + e.write + e.timeout))
 end
 """
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait(url: str, process: subprocess.Popen, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{url}: the server exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"{url} not ready within {timeout:.0f}s")
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -215,14 +192,14 @@ def main() -> None:
         "batch100": bodies["credit_risk"]["history_rows_batch"],
     }
     try:
-        port = _free_port()
+        port = free_port()
         bundle = subprocess.Popen(
             [str(BIN / "gunicorn"), "-c", "serving/gunicorn.conf.py", "serving.app:app"],
             cwd=PROJECT,
             env={**env, "PORT": str(port), "HOST": "127.0.0.1", "SERVING_WORKERS": str(args.workers)},
         )
         try:
-            _wait(f"http://127.0.0.1:{port}/ready", bundle)
+            wait_until_ok(f"http://127.0.0.1:{port}/ready", bundle)
             routes = {m: f"/v1/models/{m}/predict" for m in ("churn", "credit_risk")}
             figures["bundle"] = _measure(f"http://127.0.0.1:{port}", routes, bodies, "bundle", args, work)
             figures["bundle"]["workers"] = args.workers
@@ -230,7 +207,7 @@ def main() -> None:
             _stop(bundle)
         figures["mlflow_models_serve"] = {"workers": 1}
         for model, name in (("churn", "churn-classifier"), ("credit_risk", "credit-risk-classifier")):
-            port = _free_port()
+            port = free_port()
             reference = subprocess.Popen(
                 [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{name}/{versions[model]}"]
                 + ["-p", str(port), "-h", "127.0.0.1", "--env-manager", "local"],
@@ -239,7 +216,7 @@ def main() -> None:
                 stderr=subprocess.DEVNULL,
             )
             try:
-                _wait(f"http://127.0.0.1:{port}/ping", reference)
+                wait_until_ok(f"http://127.0.0.1:{port}/ping", reference)
                 one = _measure(
                     f"http://127.0.0.1:{port}", {model: "/invocations"}, bodies, "mlflow", args, work
                 )

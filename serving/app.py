@@ -106,7 +106,8 @@ def create_app(store: ModelStore | None = None, watch: bool = True) -> FastAPI:
 
     def predict_route(name: str) -> None:
         body_type = request_model(store.configs[name])
-        batcher = batchers[name] = Batcher(name, scorer(name), max_rows=max_records())
+        limit = max_records()
+        batcher = batchers[name] = Batcher(name, scorer(name), max_rows=limit)
 
         async def predict(
             request: Request,
@@ -121,11 +122,9 @@ def create_app(store: ModelStore | None = None, watch: bool = True) -> FastAPI:
                 if not records:
                     status = "422"
                     raise HTTPException(status_code=422, detail="no records to score")
-                if len(records) > max_records():
+                if len(records) > limit:
                     status = "413"
-                    raise HTTPException(
-                        status_code=413, detail=f"at most {max_records()} records per request"
-                    )
+                    raise HTTPException(status_code=413, detail=f"at most {limit} records per request")
                 try:
                     served, probabilities = await batcher.submit([r.model_dump() for r in records])
                 except NotServable as exc:

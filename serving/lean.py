@@ -19,6 +19,8 @@ import pyarrow as pa
 from tabular_mlops.config import ModelConfig, TableSpec
 from tabular_mlops.features import FINAL_VIEW, FeatureBuildError, FeatureSession
 
+from serving.schemas import history_tables
+
 log = logging.getLogger("serving")
 Columns = dict[str, np.ndarray]
 _ARROW_TYPES = {"int": pa.int64(), "float": pa.float64()}
@@ -148,8 +150,9 @@ def compile_encoder(preprocessor: Any, feature_columns: list[str]) -> Callable[[
         compiled = CompiledEncoder(preprocessor, feature_columns)
         probe = compiled.probe()
         rows = len(next(iter(probe.values())))
-        worst = float(np.nanmax(np.abs(compiled(probe, rows) - reference(probe, rows)), initial=0.0))
-        if worst > 0 or not np.array_equal(np.isnan(compiled(probe, rows)), np.isnan(reference(probe, rows))):
+        ours, theirs = compiled(probe, rows), reference(probe, rows)
+        worst = float(np.nanmax(np.abs(ours - theirs), initial=0.0))
+        if worst > 0 or not np.array_equal(np.isnan(ours), np.isnan(theirs)):
             raise TypeError(f"compiled encoder differs from scikit-learn's by {worst:.3g}")
     except (TypeError, AttributeError, ValueError) as exc:
         log.warning("encoder not compiled (%s); using scikit-learn's transform", exc)
@@ -245,9 +248,7 @@ class LeanScorer:
             rows = [{**r, self.key: str(i) if as_text else i} for i, r in enumerate(records)]
             return {self.classifier.entity_table: arrow_table(rows, self.entity, self.drop)}
         tables: dict[str, list[dict[str, Any]]] = {self.classifier.entity_table: []}
-        for table in self.config.data.tables:
-            if table not in (self.config.scoring_entity_table, self.config.data.label_table):
-                tables[table] = []
+        tables.update({table: [] for table in history_tables(self.config)})
         next_id: dict[str, int] = {}
         for i, record in enumerate(records):
             tables[self.classifier.entity_table].append({**record["application"], self.key: i})

@@ -56,6 +56,26 @@ def wait_for_http(url: str, timeout: float = 30.0) -> None:
             time.sleep(0.2)
 
 
+def wait_until_ok(url: str, process: subprocess.Popen | None = None, timeout: float = 180) -> None:
+    """Poll url until it answers 200; fail at once when the server's process has died."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{url}: process exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback server
+                if response.status == 200:
+                    return
+                last = f"{response.status}"
+        except urllib.error.HTTPError as exc:
+            last = f"{exc.code} {exc.read()[:200]!r}"
+        except OSError as exc:
+            last = str(exc)
+        time.sleep(1)
+    raise TimeoutError(f"{url} did not answer 200 within {timeout:.0f}s (last: {last})")
+
+
 class Inbox:
     """aiosmtpd handler keeping every message it receives (a real SMTP server's mailbox)."""
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from tests.helpers import free_port
+from tests.helpers import free_port, wait_until_ok
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -59,24 +59,6 @@ def _admin(sql: str) -> None:
             cur.execute(sql)
     finally:
         con.close()
-
-
-def wait_http(url: str, process: subprocess.Popen | None = None, timeout: float = 180, ok: int = 200) -> None:
-    """Poll url until it answers `ok`; fail early when its process died."""
-    deadline = time.monotonic() + timeout
-    last = ""
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"{url}: process exited with {process.returncode}")
-        try:
-            response = httpx.get(url, timeout=5)
-            if response.status_code == ok:
-                return
-            last = f"{response.status_code} {response.text[:200]}"
-        except httpx.HTTPError as exc:
-            last = str(exc)
-        time.sleep(1)
-    raise TimeoutError(f"{url} did not answer {ok} within {timeout:.0f}s (last: {last})")
 
 
 @dataclass
@@ -166,7 +148,7 @@ class Stack:
         self.ports["s3"] = free_port()
         command = [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.ports["s3"])]
         self.start("s3", command, self.env())
-        wait_http(f"{self.url('s3')}/moto-api/", self.processes["s3"], timeout=60)
+        wait_until_ok(f"{self.url('s3')}/moto-api/", self.processes["s3"], timeout=60)
         s3 = boto3.client("s3", endpoint_url=self.url("s3"), **self.aws_keys())
         for bucket in ("mlflow", "lake"):
             s3.create_bucket(Bucket=bucket)
@@ -192,7 +174,7 @@ class Stack:
         command += ["--artifacts-destination", "s3://mlflow/", "--host", "127.0.0.1"]
         command += ["--port", str(self.ports["mlflow"]), "--workers", "1"]
         process = self.start("mlflow", command, env)
-        wait_http(f"{self.url('mlflow')}/health", process, timeout=180)
+        wait_until_ok(f"{self.url('mlflow')}/health", process, timeout=180)
         return self.url("mlflow")
 
     def env(self) -> dict[str, str]:
@@ -266,7 +248,9 @@ class Stack:
         self.start("scheduler", [str(BIN / "airflow"), "scheduler"], env)
         self.start("dag-processor", [str(BIN / "airflow"), "dag-processor"], env)
         self.start_worker()
-        wait_http(f"{self.url('airflow')}/api/v2/monitor/health", self.processes["api-server"], timeout=240)
+        wait_until_ok(
+            f"{self.url('airflow')}/api/v2/monitor/health", self.processes["api-server"], timeout=240
+        )
         return self.url("airflow")
 
     def start_worker(self, name: str = "worker") -> subprocess.Popen:
@@ -290,7 +274,7 @@ class Stack:
         }
         command = [str(BIN / "gunicorn"), "-c", "serving/gunicorn.conf.py", "serving.app:app"]
         process = self.start("serving", command, env)
-        wait_http(f"{self.url('serving')}/ready", process, timeout=180)
+        wait_until_ok(f"{self.url('serving')}/ready", process, timeout=180)
         return self.url("serving")
 
 

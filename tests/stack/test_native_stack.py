@@ -154,12 +154,18 @@ def test_scoring_an_s3_partition_triggers_monitoring_and_a_drift_alert_email(sta
         time.sleep(3)
 
 
+def _churn_record(raw: Path) -> dict[str, Any]:
+    """The first generated customer as a scoring request body."""
+    record = pd.read_csv(raw / TELCO_FILE, nrows=1).drop(columns=["Churn"])
+    body = {k: (None if pd.isna(v) else v) for k, v in record.to_dict(orient="records")[0].items()}
+    body["TotalCharges"] = float(body["TotalCharges"]) if str(body["TotalCharges"]).strip() else None
+    return body
+
+
 def test_serving_scores_over_http_with_the_registry_behind_the_tracking_server(stack: dict) -> None:
     native = stack["stack"]
     url = native.start_serving(API_KEY)
-    record = pd.read_csv(stack["raw"]["churn"] / TELCO_FILE, nrows=1).drop(columns=["Churn"])
-    body = {k: (None if pd.isna(v) else v) for k, v in record.to_dict(orient="records")[0].items()}
-    body["TotalCharges"] = float(body["TotalCharges"]) if str(body["TotalCharges"]).strip() else None
+    body = _churn_record(stack["raw"]["churn"])
     auth = {"Authorization": f"Bearer {API_KEY}"}
     response = httpx.post(f"{url}/v1/models/churn/predict", json=body, headers=auth, timeout=30)
     assert response.status_code == 200, response.text
@@ -193,9 +199,7 @@ def test_serving_keeps_answering_through_an_mlflow_outage_and_reconnects(stack: 
     native = stack["stack"]
     url = native.url("serving")
     auth = {"Authorization": f"Bearer {API_KEY}"}
-    record = pd.read_csv(stack["raw"]["churn"] / TELCO_FILE, nrows=1).drop(columns=["Churn"])
-    body = {k: (None if pd.isna(v) else v) for k, v in record.to_dict(orient="records")[0].items()}
-    body["TotalCharges"] = float(body["TotalCharges"]) if str(body["TotalCharges"]).strip() else None
+    body = _churn_record(stack["raw"]["churn"])
     served = httpx.get(f"{url}/health").json()["versions"]["churn"]
 
     native.kill("mlflow")
