@@ -121,7 +121,7 @@ def _load(url: str, body: Any, connections: int, seconds: int, work: Path) -> di
     script.write_text(WRK_SCRIPT)
     threads = min(2, connections)
     command = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--timeout", "10s"]
-    out = subprocess.run(
+    out = subprocess.run(  # noqa: S603 - wrk with argv built here, no shell
         [*command, "-s", str(script), url],
         env={**os.environ, "BENCH_BODY": str(path)},
         capture_output=True,
@@ -193,7 +193,7 @@ def main() -> None:
     }
     try:
         port = free_port()
-        bundle = subprocess.Popen(
+        bundle = subprocess.Popen(  # noqa: S603 - the venv's gunicorn, fixed argv
             [str(BIN / "gunicorn"), "-c", "serving/gunicorn.conf.py", "serving.app:app"],
             cwd=PROJECT,
             env={**env, "PORT": str(port), "HOST": "127.0.0.1", "SERVING_WORKERS": str(args.workers)},
@@ -208,7 +208,7 @@ def main() -> None:
         figures["mlflow_models_serve"] = {"workers": 1}
         for model, name in (("churn", "churn-classifier"), ("credit_risk", "credit-risk-classifier")):
             port = free_port()
-            reference = subprocess.Popen(
+            reference = subprocess.Popen(  # noqa: S603 - the venv's mlflow, fixed argv
                 [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{name}/{versions[model]}"]
                 + ["-p", str(port), "-h", "127.0.0.1", "--env-manager", "local"],
                 env=env,

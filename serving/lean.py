@@ -280,7 +280,7 @@ class LeanScorer:
         try:
             for name, table in self._tables(records).items():
                 session.con.register(name, table)
-            result = session.con.execute(f"select * from {FINAL_VIEW}").fetchnumpy()
+            result = session.con.execute(f"select * from {FINAL_VIEW}").fetchnumpy()  # noqa: S608 - FINAL_VIEW is a constant
         except duckdb.Error as exc:
             raise ScoringInputError(f"the feature SQL cannot run on these records: {exc}") from None
         keys = result.get(self.key)

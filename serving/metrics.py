@@ -46,7 +46,7 @@ VERSION = Gauge(
 def exposition() -> tuple[bytes, str]:
     """The metrics text of the whole service and its content type."""
     if not MULTIPROCESS:
-        assert _OWN is not None
+        assert _OWN is not None  # noqa: S101 - type narrowing: _OWN is set whenever MULTIPROCESS is off
         return generate_latest(_OWN), CONTENT_TYPE_LATEST
     from prometheus_client import multiprocess
 

@@ -179,7 +179,7 @@ def _check(
     ).fetchall()[0]
     _count_rules(con, rules, outcome)
     if rules.columns:
-        con.sql(f"SELECT {rules.typed_select()} FROM checked WHERE NOT __rejected").write_parquet(
+        con.sql(f"SELECT {rules.typed_select()} FROM checked WHERE NOT __rejected").write_parquet(  # noqa: S608 - select list of ident()-quoted names
             str(out_path)
         )
     return int(kept), int(rejected)
@@ -192,7 +192,7 @@ def _rejected_rows(
     flags = [rule.flag for rule, _ in rules.error_rules]
     columns = flags + [ident(c.name) for c in rules.columns] + [ident(c) for c in carry]
     return con.execute(
-        f"SELECT rowid, {', '.join(columns) or 'NULL'} FROM checked WHERE __rejected ORDER BY rowid"
+        f"SELECT rowid, {', '.join(columns) or 'NULL'} FROM checked WHERE __rejected ORDER BY rowid"  # noqa: S608 - flags and ident()-quoted names
     )
 
 
@@ -218,7 +218,7 @@ def load_csv(
         renamed = [f"{ident(by_name[c])} AS {ident(c)}" for c in present]
         renamed += [f"c{alias[3:]} AS {alias}" for alias in carried]
         params = {"path": str(path), "columns": dict.fromkeys(raw_names, "VARCHAR")}
-        source = f"(SELECT {', '.join(renamed) or 'NULL AS __none'} FROM {READ_CSV})"
+        source = f"(SELECT {', '.join(renamed) or 'NULL AS __none'} FROM {READ_CSV})"  # noqa: S608 - ident()-quoted names; path, columns bound
         kept_total, rejected_total = _check(con, rules, source, params, out_path, outcome, list(carried))
         width_rejects = con.execute(
             "SELECT line, any_value(error_type), any_value(csv_line), any_value(error_message) "
@@ -267,7 +267,7 @@ def load_parquet(
         carried = _carried(header, rules)
         as_text = [f"CAST({ident(c)} AS VARCHAR) AS {ident(c)}" for c in present]
         as_text += [f"CAST({ident(name)} AS VARCHAR) AS {alias}" for alias, name in carried.items()]
-        source = f"(SELECT {', '.join(as_text) or 'NULL AS __none'} FROM read_parquet($path))"
+        source = f"(SELECT {', '.join(as_text) or 'NULL AS __none'} FROM read_parquet($path))"  # noqa: S608 - quoted names; $path bound
         kept, rejected = _check(con, rules, source, {"path": str(path)}, out_path, outcome, list(carried))
         outcome.rows_quarantined = _write_quarantine(
             quarantine_path,
@@ -286,7 +286,7 @@ def _count_rules(con: duckdb.DuckDBPyConnection, rules: RowRules, outcome: LoadO
     if not counted:
         return
     row = con.execute(
-        f"SELECT {', '.join(f'count_if({r.flag})' for r, _ in counted)} FROM checked"
+        f"SELECT {', '.join(f'count_if({r.flag})' for r, _ in counted)} FROM checked"  # noqa: S608 - flags are generated __f<i>_<j> names
     ).fetchall()[0]
     targets = {
         "error": outcome.quarantine_reasons,

@@ -68,7 +68,7 @@ def run_feature_sql(con: Any, sql: dict[str, str]) -> Any:
         except duckdb.Error as exc:
             raise FeatureBuildError(f"{name}.sql: {exc}") from exc
     try:
-        return con.sql(f"select * from {FINAL_VIEW}")
+        return con.sql(f"select * from {FINAL_VIEW}")  # noqa: S608 - FINAL_VIEW is a constant
     except duckdb.Error as exc:
         raise FeatureBuildError(f"{FINAL_VIEW}.sql: {exc}") from exc
 
@@ -113,7 +113,7 @@ class FeatureSession:
     def run(self, frames: dict[str, Any]) -> Any:
         """The `features` view over these frames, as pandas."""
         bind_frames(self.con, frames)
-        return self.con.sql(f"select * from {FINAL_VIEW}").df()
+        return self.con.sql(f"select * from {FINAL_VIEW}").df()  # noqa: S608 - FINAL_VIEW is a constant
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""Project tooling run by the Makefile (not part of the installed bundle)."""
