@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tabular_mlops import registry, tracking
+from tabular_mlops import registry, signing, tracking
 from tabular_mlops.config import ModelConfig
 
 from serving.lean import LeanScorer
@@ -71,7 +71,9 @@ def _load(config: ModelConfig, version: str | None = None) -> Served:
             raise NotServable(f"{name}: no version has alias {registry.PRODUCTION!r}")
     details = client.get_model_version(name, version)
     try:
-        model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+        model = signing.load_verified(name, version)
+    except signing.SignatureError as exc:  # checked before anything is unpickled
+        raise NotServable(f"refused {exc}") from None
     except Exception as exc:  # any loading failure keeps the old version serving
         raise NotServable(f"{name} version {version} does not load: {exc}") from None
     try:
@@ -184,6 +186,14 @@ class ModelStore:
     def stop(self) -> None:
         """End the watch loop."""
         self._stop.set()
+
+
+def signing_status() -> dict[str, Any]:
+    """Whether versions are verified before loading, and by which key (its id, never the key)."""
+    keys = signing.signing_keys()
+    if keys.current is None:
+        return {"verified": False, "reason": f"{signing.KEY_ENV} is not set: versions load UNVERIFIED"}
+    return {"verified": True, "key_id": signing.key_id(keys.current), "keys": len(keys.verifying)}
 
 
 def limit_registry_retries() -> None:

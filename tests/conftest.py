@@ -7,6 +7,7 @@ or writes the developer's own ~/airflow, data/ or reports/.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import sys
 import tempfile
@@ -40,6 +41,10 @@ os.environ["MLOPS_DATA_DIR"] = str(_SESSION_DIR / "data")
 os.environ["MLOPS_REPORTS_DIR"] = str(_SESSION_DIR / "reports")
 os.environ["GX_ANALYTICS_ENABLED"] = "false"
 os.environ.pop("MLOPS_CONFIG_DIR", None)
+# Every test signs and verifies model versions as a deployment does; tests of the unsigned laptop
+# mode remove the key themselves.
+os.environ["MLOPS_MODEL_SIGNING_KEY"] = "tests-" + secrets.token_hex(16)
+os.environ.pop("MLOPS_MODEL_SIGNING_PREVIOUS_KEYS", None)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 
 import pandas as pd
 
-from tabular_mlops import settings, storage, tracking
+from tabular_mlops import settings, signing, storage, tracking
 from tabular_mlops.config import ModelConfig, MonitoringSpec
 from tabular_mlops.drift import column_drift, numeric_psi, weighted_drift_share
 
@@ -84,7 +84,7 @@ def _labels(config: ModelConfig, location: str, work: Path) -> pd.DataFrame:
         raise MonitoringError(f"{location}: no labels file (.csv or .parquet)")
     key = config.features.entity_key
     label = config.data.tables[config.data.label_table].label
-    assert label is not None
+    assert label is not None  # noqa: S101 - type narrowing: label_table is the table with a label
     frames = []
     for file in files:
         frame = _read_table(file, work, conn)
@@ -124,6 +124,14 @@ def _version_run(config: ModelConfig, version: str) -> tuple[str, str]:
     """(registered name, training run id) of a version."""
     name = tracking.registered_name(config.model.registered_name)
     return name, str(tracking.configure().get_model_version(name, version).run_id)
+
+
+def _load_checked(name: str, version: str) -> Any:
+    """The version that scored the partition, loaded only once its signature checks out."""
+    try:
+        return signing.load_verified(name, version)
+    except signing.SignatureError as exc:
+        raise MonitoringError(f"refusing to monitor with {exc}") from None
 
 
 def _reference(
@@ -242,8 +250,6 @@ def measure(
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Drift and quality of one predictions partition; saves and logs the report; returns the summary."""
-    import mlflow
-
     from tabular_mlops.training import REFERENCE_PROBABILITY
 
     say = progress or (lambda _m: None)
@@ -270,7 +276,7 @@ def measure(
         if predictions.empty:
             raise MonitoringError(f"{location}: the partition holds no predictions to monitor")
         tracking.configure()
-        model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+        model = _load_checked(name, version)
         batch_rows = config.scoring.batch_rows
         ref = _reference(run_id, reference, model, work, conn, batch_rows)
         cur = _feature_rows(

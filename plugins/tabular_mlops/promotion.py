@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tabular_mlops import registry, settings, tracking
+from tabular_mlops import registry, settings, signing, tracking
 from tabular_mlops.config import ModelConfig
 from tabular_mlops.training import LABEL, TEST_ROWS, signature_frame, work_dir_for
 
@@ -49,10 +49,8 @@ def evaluation_dir(config: ModelConfig, run_id: str) -> Path:
     return settings.reports_dir() / "evaluation" / config.name / run_id
 
 
-def _score(model_uri: str, rows: pd.DataFrame) -> np.ndarray:
-    import mlflow
-
-    model = mlflow.pyfunc.load_model(model_uri)
+def _score(name: str, version: str, rows: pd.DataFrame) -> np.ndarray:
+    model = signing.load_verified(name, version)
     return np.asarray(model.predict(signature_frame(rows))["probability"], dtype=float)
 
 
@@ -67,14 +65,14 @@ def evaluate_candidate(config: ModelConfig, run_id: str, version: str) -> dict[s
     y = rows.pop(LABEL).to_numpy()
     name = tracking.registered_name(config.model.registered_name)
     tracking.configure()
-    candidate = _score(f"models:/{name}/{version}", rows)
+    candidate = _score(name, version, rows)
     production_version = registry.alias_version(name, registry.PRODUCTION)
     production: np.ndarray | None = None
     production_error = None
     production_metrics: dict[str, float] = {}
     if production_version is not None:
         try:
-            production = _score(f"models:/{name}/{production_version}", rows)
+            production = _score(name, production_version, rows)
             production_metrics = compute_metrics(y, production, config.model.threshold)
         except Exception as exc:  # noqa: BLE001 - any failure to score production fails the gate closed
             production_error = f"{type(exc).__name__}: {exc}"[:500]

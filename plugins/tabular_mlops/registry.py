@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from tabular_mlops import tracking
+from tabular_mlops import signing, tracking
 
 PRODUCTION = "production"
 PREVIOUS = "previous"
@@ -113,6 +113,10 @@ def promote(
     """Point production at `version`, keep the replaced one under previous, and record the move."""
     client = tracking.configure()
     client.get_model_version(name, str(version))  # raises when the version does not exist
+    try:  # a version this bundle did not make never becomes production
+        signing.check_signed(name, str(version))
+    except signing.SignatureError as exc:
+        raise RegistryError(f"refusing to promote: {exc}") from None
     current = alias_version(name, PRODUCTION)
     if current == str(version):
         raise RegistryError(f"{name}: version {version} is already in production")

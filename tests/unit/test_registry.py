@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tabular_mlops import registry
+from tabular_mlops import registry, signing
 
 
 @pytest.fixture
@@ -17,9 +17,24 @@ def model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     client.create_registered_model("demo-classifier")
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "MLmodel").write_text("flavors: {}\n")
     for _ in range(3):
-        client.create_model_version("demo-classifier", source=(tmp_path / "model").as_uri())
+        version = client.create_model_version("demo-classifier", source=(tmp_path / "model").as_uri())
+        signing.sign("demo-classifier", str(version.version))  # as training does
     return "demo-classifier"
+
+
+def test_an_unsigned_version_is_never_promoted(model: str) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    client.delete_model_version_tag(model, "2", signing.SIGNATURE_TAG)
+    with pytest.raises(
+        registry.RegistryError, match="refusing to promote: demo-classifier version 2 is not signed"
+    ):
+        registry.promote(model, "2", "cli:a@h")
+    assert registry.alias_version(model, registry.PRODUCTION) is None
 
 
 def test_promote_keeps_the_replaced_version_as_previous(model: str) -> None:

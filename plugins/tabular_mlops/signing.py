@@ -1,0 +1,219 @@
+"""Only versions this bundle made are ever loaded: HMAC signatures over a version's artifacts.
+
+A registered version is a pickle plus code that runs when it is loaded, so whoever can write to the
+registry could otherwise run code on every worker and serving process. Training signs what it
+registers: an HMAC-SHA256, keyed by `MLOPS_MODEL_SIGNING_KEY`, over the registered name and the
+SHA-256 of every file of the version's model artifacts, kept as the version tag `mlops.signature`.
+Every consumer (the gate, batch scoring, monitoring, serving) downloads the artifacts, checks the
+signature over exactly the bytes it downloaded, and only then unpickles them (`load_verified`).
+
+The key comes from the environment or the Airflow connection `mlops_model_signing` (its password),
+never from YAML. Rotation: verification also accepts the keys in
+`MLOPS_MODEL_SIGNING_PREVIOUS_KEYS` (comma-separated) while `mlops sign` re-signs versions with the
+new key. With no key at all (a laptop) versions are loaded unverified, with a warning every time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tabular_mlops import tracking
+
+log = logging.getLogger(__name__)
+
+
+KEY_ENV = "MLOPS_MODEL_SIGNING_KEY"
+PREVIOUS_KEYS_ENV = "MLOPS_MODEL_SIGNING_PREVIOUS_KEYS"
+CONNECTION_ID = "mlops_model_signing"
+SIGNATURE_TAG = "mlops.signature"
+_SCHEME = "hmac-sha256:v1"
+# scheme, key id (a fingerprint, never the key), 64 hex digits: anything else is refused unparsed.
+_TAG_PATTERN = re.compile(r"hmac-sha256:v1:(?P<key_id>[0-9a-f]{16}):(?P<mac>[0-9a-f]{64})")
+_MIN_KEY_BYTES = 16
+UNVERIFIED_WARNING = (
+    "MODEL SIGNATURES ARE NOT CHECKED: MLOPS_MODEL_SIGNING_KEY is not set, so {what} is loaded "
+    "without proof that this bundle made it; anyone who can write to the registry can run code "
+    "here. Set the key (README, Security)."
+)
+
+
+class SignatureError(RuntimeError):
+    """A version that is unsigned, signed with an unknown key, or whose artifacts changed."""
+
+
+@dataclass(frozen=True)
+class SigningKeys:
+    """The key that signs, and every key that may verify (the signing one first)."""
+
+    current: bytes | None
+    verifying: tuple[bytes, ...]
+
+    @property
+    def configured(self) -> bool:
+        """True when signatures are made and checked."""
+        return self.current is not None
+
+
+def key_id(key: bytes) -> str:
+    """A fingerprint naming a key in the tag and in errors without revealing it."""
+    return hashlib.sha256(b"tabular-mlops key id\0" + key).hexdigest()[:16]
+
+
+def _checked(value: str, source: str) -> bytes:
+    key = value.strip().encode()
+    if len(key) < _MIN_KEY_BYTES:
+        raise SignatureError(f"{source}: a signing key needs at least {_MIN_KEY_BYTES} characters")
+    return key
+
+
+def _connection_key() -> str | None:
+    """The password of the Airflow connection, when Airflow is installed and defines it."""
+    try:
+        from airflow.sdk import BaseHook
+    except ImportError:  # serving runs without Airflow: the environment is its only source
+        return None
+    try:
+        return BaseHook.get_connection(CONNECTION_ID).password or None
+    except Exception:  # noqa: BLE001 - not defined (or no metadata DB): no key from Airflow
+        return None
+
+
+def signing_keys() -> SigningKeys:
+    """The configured keys: the environment first, then the Airflow connection."""
+    tracking.load_dotenv_once()
+    value = os.environ.get(KEY_ENV) or _connection_key()
+    current = _checked(value, KEY_ENV) if value else None
+    previous = [
+        _checked(v, PREVIOUS_KEYS_ENV) for v in os.environ.get(PREVIOUS_KEYS_ENV, "").split(",") if v.strip()
+    ]
+    return SigningKeys(current, tuple(k for k in (current, *previous) if k is not None))
+
+
+def artifact_digests(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file under the folder, by relative POSIX path."""
+    digests = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_symlink():
+            raise SignatureError(f"{path.relative_to(folder)}: a model artifact may not be a symlink")
+        if path.is_file():
+            digest = hashlib.sha256()
+            with path.open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+            digests[path.relative_to(folder).as_posix()] = digest.hexdigest()
+    return digests
+
+
+def _mac(key: bytes, name: str, digests: dict[str, str]) -> str:
+    message = json.dumps({"scheme": _SCHEME, "registered_name": name, "files": digests}, sort_keys=True)
+    return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
+
+
+def signature(key: bytes, name: str, digests: dict[str, str]) -> str:
+    """The tag value: scheme, key id and the HMAC over the name and the artifact digests."""
+    return f"{_SCHEME}:{key_id(key)}:{_mac(key, name, digests)}"
+
+
+def verify(keys: SigningKeys, name: str, version: str, tag: str | None, digests: dict[str, str]) -> str:
+    """Check a version's tag against its downloaded artifacts; return the key id that signed it."""
+    what = f"{name} version {version}"
+    if not tag:
+        raise SignatureError(f"{what} is not signed (no {SIGNATURE_TAG} tag): this bundle did not make it")
+    parsed = _TAG_PATTERN.fullmatch(tag)
+    if parsed is None:
+        raise SignatureError(f"{what}: its {SIGNATURE_TAG} tag is not a signature this bundle writes")
+    key = next((k for k in keys.verifying if key_id(k) == parsed["key_id"]), None)
+    if key is None:
+        raise SignatureError(f"{what} is signed with key {parsed['key_id']}, which is not configured here")
+    if not hmac.compare_digest(_mac(key, name, digests), parsed["mac"]):
+        raise SignatureError(f"{what}: its artifacts changed after signing (signature does not match)")
+    return parsed["key_id"]
+
+
+def _download(name: str, version: str, into: Path) -> Path:
+    """The version's model artifacts, downloaded (not loaded) into a fresh folder."""
+    import mlflow
+
+    tracking.configure()
+    return Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=str(into)))
+
+
+def _downloaded_digests(name: str, version: str) -> dict[str, str]:
+    """Digests of the version's artifacts as they download now (the download is then removed)."""
+    with tempfile.TemporaryDirectory(prefix="mlops-sign-") as scratch:
+        return artifact_digests(_download(name, version, Path(scratch)))
+
+
+def sign(name: str, version: str) -> str | None:
+    """Sign a registered version with the current key (None, with a warning, when there is none)."""
+    keys = signing_keys()
+    if keys.current is None:
+        log.warning("%s version %s registered UNSIGNED: %s is not set", name, version, KEY_ENV)
+        return None
+    tag = signature(keys.current, name, _downloaded_digests(name, version))
+    tracking.configure().set_model_version_tag(name, str(version), SIGNATURE_TAG, tag)
+    return tag
+
+
+def verify_version(name: str, version: str) -> str:
+    """Check a registered version without loading it; return the id of the key that signed it."""
+    keys = signing_keys()
+    if not keys.configured:
+        raise SignatureError(f"{KEY_ENV} is not set: there is no key to check {name} version {version} with")
+    return verify(keys, name, version, version_tag(name, version), _downloaded_digests(name, version))
+
+
+def resign(name: str, version: str) -> str:
+    """Verify a version with any configured key, then sign it with the current one (key rotation)."""
+    keys = signing_keys()
+    if keys.current is None:
+        raise SignatureError(f"{KEY_ENV} is not set: there is no key to sign {name} version {version} with")
+    digests = _downloaded_digests(name, version)
+    verify(keys, name, version, version_tag(name, version), digests)
+    tag = signature(keys.current, name, digests)
+    tracking.configure().set_model_version_tag(name, str(version), SIGNATURE_TAG, tag)
+    return tag
+
+
+def version_tag(name: str, version: str) -> str | None:
+    """The signature tag of a version as the registry holds it."""
+    return tracking.configure().get_model_version(name, str(version)).tags.get(SIGNATURE_TAG)
+
+
+def check_signed(name: str, version: str) -> None:
+    """Cheap early check (no download): with a key configured, the version carries a known signature."""
+    keys = signing_keys()
+    if not keys.configured:
+        return
+    tag = version_tag(name, version)
+    parsed = _TAG_PATTERN.fullmatch(tag or "")
+    if parsed is None or parsed["key_id"] not in {key_id(k) for k in keys.verifying}:
+        verify(keys, name, version, tag, {})  # raises with the precise reason
+
+
+def load_verified(name: str, version: str) -> Any:
+    """The version as a pyfunc, loaded only after its signature checks out over the downloaded bytes."""
+    import mlflow
+
+    keys = signing_keys()
+    scratch = Path(tempfile.mkdtemp(prefix="mlops-model-"))
+    try:
+        local = _download(name, str(version), scratch)
+        if keys.configured:
+            verify(keys, name, str(version), version_tag(name, version), artifact_digests(local))
+        else:
+            log.warning(UNVERIFIED_WARNING.format(what=f"{name} version {version}"))
+        return mlflow.pyfunc.load_model(str(local))
+    finally:
+        # Loading is complete here: the pickle is in memory and the package is already imported.
+        shutil.rmtree(scratch, ignore_errors=True)
