@@ -5,7 +5,10 @@ Scores the day's partition with the version `production` points at when the run 
 
 1. **locate**: the run's partition date (its logical date, else when it was triggered, in UTC),
    input `<lake>/incoming/<model>/dt=<date>/`, output `<lake>/predictions/<model>/dt=<date>/`
-   (Params `input` and `output` override them) and the decision threshold (Param `threshold`).
+   (Params `input` and `output` override them, only under the lake or `scoring.allowed_locations`:
+   the form's pattern refuses others and this task checks again with symlinks resolved) and the
+   decision threshold (Param `threshold`). An output holding anything but a partition this bundle
+   wrote is refused here, before any work.
 2. **pin_model**: resolves `production` once; every later task loads exactly that version.
 3. **prepare**: checks every input table with the row rules (rows that cannot be scored go to
    `rejects.csv` with their reasons), builds the model's input rows with the SQL the version was
@@ -13,8 +16,9 @@ Scores the day's partition with the version `production` points at when the run 
    partition fails the run, naming the empty path; yesterday's data is never scored again.
 4. **score_chunk**: one mapped task per chunk, so Celery workers share a large partition.
 5. **publish**: combines the chunks into `predictions.parquet` beside `rejects.csv`, writes
-   `_manifest.json` last and replaces an earlier run of the same date; then updates the Asset
-   `predictions/<model>` with the run's counts, which the monitoring DAG listens to.
+   `_manifest.json` last and replaces an earlier run of the same date (never foreign files);
+   then updates the Asset `predictions/<model>` with the run's counts, which the monitoring DAG
+   listens to.
 
 Scheduled by the config's `schedules.scoring` cron (UTC), no catch-up unless `scoring.catchup`.
 """
@@ -40,6 +44,21 @@ def _schedule(config: ModelConfig) -> Any:
     return CronTriggerTimetable(config.schedules.scoring, timezone="UTC")
 
 
+def _location_param(title: str, default: str, config: ModelConfig) -> Param:
+    """An input/output Param the trigger form refuses outside the allowed roots (the task checks again)."""
+    from tabular_mlops.storage import roots_pattern
+
+    roots = config.scoring.allowed_roots()
+    return Param(
+        None,
+        type=["null", "string"],
+        pattern=roots_pattern(roots),
+        title=title,
+        description=f"Folder or s3:// prefix under {' or '.join(roots)} (the lake, then "
+        f"scoring.allowed_locations); empty: {default}.",
+    )
+
+
 def build_scoring_dag(config: ModelConfig) -> object:
     """The batch-scoring DAG of one model config."""
     dag_id = f"{config.name}_batch_scoring"
@@ -52,19 +71,8 @@ def build_scoring_dag(config: ModelConfig) -> object:
         schedule=_schedule(config),
         **dag_arguments(config, "scoring", catchup=config.scoring.catchup),
         params={
-            "input": Param(
-                None,
-                type=["null", "string"],
-                title="Input partition",
-                description="Folder or s3:// prefix to score; empty: <lake>/incoming/<model>/dt=<date>/.",
-            ),
-            "output": Param(
-                None,
-                type=["null", "string"],
-                title="Output partition",
-                description="Folder or s3:// prefix of the predictions; "
-                "empty: <lake>/predictions/<model>/dt=<date>/.",
-            ),
+            "input": _location_param("Input partition", "<lake>/incoming/<model>/dt=<date>/", config),
+            "output": _location_param("Output partition", "<lake>/predictions/<model>/dt=<date>/", config),
             "threshold": Param(
                 None,
                 type=["null", "number"],
@@ -79,10 +87,11 @@ def build_scoring_dag(config: ModelConfig) -> object:
         @task
         def locate(params: dict | None = None, run_id: str | None = None) -> dict:
             """The run's partition date, input, output, staging folder and threshold."""
-            from tabular_mlops import settings
+            from airflow.sdk.exceptions import AirflowFailException
             from tabular_mlops.config import get_model_config
             from tabular_mlops.ingest import safe_run_id
-            from tabular_mlops.scoring import checked_threshold, partition, staging_location
+            from tabular_mlops.scoring import checked_location, checked_threshold, partition, staging_location
+            from tabular_mlops.storage import ForbiddenLocation, UnsafeTarget, owned_entries
 
             cfg = get_model_config(config.name)
             params = params or {}
@@ -90,8 +99,18 @@ def build_scoring_dag(config: ModelConfig) -> object:
             # A manual run may have no logical date; then the day it was triggered is scored.
             when = context.get("logical_date") or context["dag_run"].run_after
             day = when.astimezone(UTC).date()
-            source = settings.resolve_location(params.get("input") or partition(cfg, "incoming", day))
-            output = settings.resolve_location(params.get("output") or partition(cfg, "predictions", day))
+
+            def checked(name: str, kind: str) -> str:
+                # Only an unset Param means the default: "" is refused like any unusable location.
+                value = params.get(name)
+                return checked_location(cfg, name, partition(cfg, kind, day) if value is None else value)
+
+            try:  # again here: the REST API and the CLI set Params without the form's pattern
+                source, output = checked("input", "incoming"), checked("output", "predictions")
+                # Refuse a foreign target before any work; publish checks again before replacing it.
+                owned_entries(output, cfg.data.aws_conn_id)
+            except (ForbiddenLocation, UnsafeTarget) as exc:
+                raise AirflowFailException(str(exc)) from None
             run = safe_run_id(run_id or "manual")
             return {
                 "day": day.isoformat(),
@@ -116,6 +135,7 @@ def build_scoring_dag(config: ModelConfig) -> object:
             from tabular_mlops.config import get_model_config
             from tabular_mlops.scoring import PinnedModel, ScoringError
             from tabular_mlops.scoring import prepare as stage
+            from tabular_mlops.storage import UnsafeTarget
 
             log = logging.getLogger("tabular_mlops.scoring")
             try:
@@ -126,7 +146,7 @@ def build_scoring_dag(config: ModelConfig) -> object:
                     where["staging"],
                     progress=log.info,
                 )
-            except ScoringError as exc:
+            except (ScoringError, UnsafeTarget) as exc:  # a retry would be refused the same way
                 raise AirflowFailException(str(exc)) from exc
 
         @task(map_index_template="chunk {{ chunk_index }}")
@@ -156,6 +176,7 @@ def build_scoring_dag(config: ModelConfig) -> object:
             from tabular_mlops.config import get_model_config
             from tabular_mlops.scoring import PinnedModel, ScoringError
             from tabular_mlops.scoring import publish as put
+            from tabular_mlops.storage import UnsafeTarget
 
             context = get_current_context()
             try:
@@ -170,7 +191,7 @@ def build_scoring_dag(config: ModelConfig) -> object:
                     origin={"dag_id": dag_id, "run_id": run_id or ""},
                     started_at=context["dag_run"].start_date,
                 )
-            except ScoringError as exc:
+            except (ScoringError, UnsafeTarget) as exc:  # a retry would be refused the same way
                 raise AirflowFailException(str(exc)) from exc
             counts = summary["counts"]
             logging.getLogger("tabular_mlops.scoring").info(

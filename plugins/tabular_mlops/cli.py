@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+_DEFAULT_DAY = "default: the date's partition"
 
 
 def _progress(message: str) -> None:
@@ -118,18 +119,27 @@ def _score(args: argparse.Namespace) -> int:
     from datetime import UTC, date, datetime
 
     from tabular_mlops.config import get_model_config
-    from tabular_mlops.scoring import ScoringError, partition, score_partition
+    from tabular_mlops.scoring import ScoringError, checked_location, partition, score_partition
+    from tabular_mlops.storage import ForbiddenLocation, UnsafeTarget
 
     config = get_model_config(args.model)
     day = date.fromisoformat(args.date) if args.date else datetime.now(UTC).date()
-    source = args.input or partition(config, "incoming", day)
-    output = args.output or partition(config, "predictions", day)
+    source = partition(config, "incoming", day) if args.input is None else args.input
+    output = partition(config, "predictions", day) if args.output is None else args.output
+    try:  # the same allowed roots as the DAG's Params, named by the flag that was given
+        source = checked_location(config, "--input", source)
+        output = checked_location(config, "--output", output)
+    except ForbiddenLocation as exc:
+        print(f"mlops score: {exc}", file=sys.stderr)
+        refused = {"model": args.model, "status": "refused", "input": source, "output": output}
+        _emit({**refused, "error": str(exc)})
+        return EXIT_USAGE
     _progress(f"scoring {source} -> {output}")
     try:
         summary = score_partition(
             config, source, output, args.threshold, args.version, args.run_id, progress=_progress
         )
-    except ScoringError as exc:
+    except (ScoringError, UnsafeTarget) as exc:
         print(f"mlops score: {exc}", file=sys.stderr)
         _emit({"model": args.model, "status": "failed", "input": source, "output": output, "error": str(exc)})
         return EXIT_FAILED
@@ -187,6 +197,20 @@ def _rollback(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _sign(args: argparse.Namespace) -> int:
+    """Check a version's signature, or re-sign it with the current key after checking it (rotation)."""
+    from tabular_mlops import signing
+
+    name = _registered_name(args.model)
+    if args.check:
+        signer = signing.verify_version(name, args.version)
+        _emit({"model": name, "version": args.version, "verified": True, "key_id": signer})
+        return EXIT_OK
+    tag = signing.resign(name, args.version)
+    _emit({"model": name, "version": args.version, "signed": True, "key_id": tag.split(":")[2]})
+    return EXIT_OK
+
+
 def _history(args: argparse.Namespace) -> int:
     from tabular_mlops import registry
 
@@ -199,6 +223,24 @@ def _history(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     _emit({"model": args.model, "registered_name": name, "moves": moves})
+    return EXIT_OK
+
+
+def _registry_access(args: argparse.Namespace) -> int:
+    import os
+
+    from tabular_mlops import registry_access, tracking
+
+    uri = tracking.tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        raise registry_access.RegistryAccessError(f"MLFLOW_TRACKING_URI must be an MLflow server, not {uri}")
+    if not (os.environ.get("MLFLOW_TRACKING_USERNAME") and os.environ.get("MLFLOW_TRACKING_PASSWORD")):
+        raise registry_access.RegistryAccessError(
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD must hold the MLflow admin's credentials"
+        )
+    accounts = registry_access.accounts_from_env()
+    _progress(f"registry access on {uri}: users {', '.join(a.username for a in accounts)}")
+    _emit(registry_access.bootstrap(uri, accounts))
     return EXIT_OK
 
 
@@ -245,10 +287,14 @@ def build_parser() -> argparse.ArgumentParser:
     sc = sub.add_parser("score", help="score one partition with the production (or a given) version")
     sc.add_argument("--model", required=True)
     sc.add_argument(
-        "--input", default=None, help="input folder or s3:// prefix (default: the date's partition)"
+        "--input",
+        default=None,
+        help=f"input folder or s3:// prefix under the lake or scoring.allowed_locations ({_DEFAULT_DAY})",
     )
     sc.add_argument(
-        "--output", default=None, help="output folder or s3:// prefix (default: the date's partition)"
+        "--output",
+        default=None,
+        help=f"output folder or s3:// prefix under the lake or scoring.allowed_locations ({_DEFAULT_DAY})",
     )
     sc.add_argument("--date", default=None, help="YYYY-MM-DD of the default partitions (default: today, UTC)")
     sc.add_argument("--threshold", type=float, default=None, help="override the config's decision threshold")
@@ -279,9 +325,23 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--reason", default=None)
     rb.set_defaults(handler=_rollback)
 
+    sg = sub.add_parser(
+        "sign", help="check a version's signature, then re-sign it with MLOPS_MODEL_SIGNING_KEY (rotation)"
+    )
+    sg.add_argument("--model", required=True)
+    sg.add_argument("--version", required=True)
+    sg.add_argument("--check", action="store_true", help="only verify the signature, change nothing")
+    sg.set_defaults(handler=_sign)
+
     hi = sub.add_parser("history", help="print every recorded move of the production alias")
     hi.add_argument("--model", required=True)
     hi.set_defaults(handler=_history)
+
+    ra = sub.add_parser(
+        "registry-access",
+        help="as the MLflow admin: create the workers' and serving users and their grants (idempotent)",
+    )
+    ra.set_defaults(handler=_registry_access)
     return parser
 
 
@@ -292,13 +352,15 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     known: tuple[type[Exception], ...] = (ConfigError, StorageError, ValueError)
-    if args.command in ("train", "score", "monitor", "promote", "rollback", "history"):
+    uses_mlflow = {"train", "score", "monitor", "promote", "rollback", "history", "registry-access", "sign"}
+    if args.command in uses_mlflow:
         from mlflow.exceptions import MlflowException
 
         from tabular_mlops.features import FeatureBuildError
         from tabular_mlops.registry import RegistryError
+        from tabular_mlops.signing import SignatureError
 
-        known = (*known, FeatureBuildError, RegistryError, MlflowException)
+        known = (*known, FeatureBuildError, RegistryError, SignatureError, MlflowException)
     try:
         return int(args.handler(args))
     except known as exc:

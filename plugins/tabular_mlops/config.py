@@ -8,6 +8,7 @@ connections and credentials come from the environment or Airflow connections.
 from __future__ import annotations
 
 import copy
+import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -278,6 +279,31 @@ class ScoringSpec(_Strict):
     chunk_rows: int = Field(default=250_000, ge=1)
     batch_rows: int = Field(default=50_000, ge=1)
     catchup: bool = False
+    # Roots besides the lake that the `input`/`output` Params and `mlops score --input/--output` may
+    # name (folders or s3:// prefixes); anything else is refused before a file is read or replaced.
+    allowed_locations: list[str] = Field(default_factory=list)
+
+    @field_validator("lake", "allowed_locations")
+    @classmethod
+    def _usable_locations(cls, values: str | list[str] | None) -> str | list[str] | None:
+        from tabular_mlops.storage import location_problem
+
+        for value in [values] if isinstance(values, str) else values or []:
+            problem = location_problem(value)
+            if problem:
+                raise ValueError(f"{value!r} is not a usable location: {problem}")
+        return values
+
+    def lake_root(self) -> str:
+        """The lake: MLOPS_LAKE, else `lake`, else <data dir>/lake (here, so DAG files parse it light)."""
+        return os.environ.get("MLOPS_LAKE") or self.lake or str(settings.data_dir() / "lake")
+
+    def allowed_roots(self) -> list[str]:
+        """Where a run may read and write, canonical: the lake, then `allowed_locations`."""
+        from tabular_mlops.storage import canonical_location
+
+        roots = [settings.resolve_location(self.lake_root()), *self.allowed_locations]
+        return list(dict.fromkeys(canonical_location(root) for root in roots))
 
 
 class MonitoringSpec(_Strict):
@@ -300,6 +326,19 @@ class MonitoringSpec(_Strict):
     # that decide a breach are computed on every row and every feature.
     report_columns: int = Field(default=20, ge=1)
     report_rows: int = Field(default=20_000, ge=100)
+
+
+class ServingSpec(_Strict):
+    """Limits of the REST service on one request of this model (checked while the body is parsed)."""
+
+    # Rows one request may carry per history table (credit-style requests), by data.tables name;
+    # a history table not listed gets default_max_history_rows. Over a cap: 422 naming the table.
+    max_history_rows: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
+    default_max_history_rows: int = Field(default=1000, ge=1)
+
+    def history_cap(self, table: str) -> int:
+        """The most rows of `table` one scoring request may carry."""
+        return self.max_history_rows.get(table, self.default_max_history_rows)
 
 
 class AlertSpec(_Strict):
@@ -325,6 +364,7 @@ class ModelConfig(_Strict):
     schedules: ScheduleSpec = ScheduleSpec()
     scoring: ScoringSpec = ScoringSpec()
     monitoring: MonitoringSpec = MonitoringSpec()
+    serving: ServingSpec = ServingSpec()
     alerts: AlertSpec
     source_file: str = Field(default="", exclude=True)
 
@@ -345,6 +385,14 @@ class ModelConfig(_Strict):
         key, table = self.features.entity_key, self.scoring_entity_table
         if key not in self.data.tables[table].columns:
             raise ValueError(f"features.entity_key {key!r} is not a column of {table}")
+        return self
+
+    @model_validator(mode="after")
+    def _check_serving(self) -> ModelConfig:
+        unknown = sorted(set(self.serving.max_history_rows) - set(self.data.tables))
+        if unknown:
+            known = ", ".join(self.data.tables)
+            raise ValueError(f"serving.max_history_rows: {', '.join(unknown)} not in data.tables ({known})")
         return self
 
     @property

@@ -9,7 +9,9 @@ The stages are the tasks of `<model>_batch_scoring`; `mlops score` runs them in 
    model, the feature SQL the version was trained with) and split them into chunk files.
 3. `score_chunk`: one chunk to predictions, `batch_rows` rows per model call.
 4. `publish`: combine the chunks' outputs into `predictions.parquet`, put `rejects.csv` beside
-   it and `_manifest.json` last, replacing an earlier run of the same date.
+   it and `_manifest.json` last, replacing an earlier run of the same date. Only an empty target
+   or a partition this bundle wrote is replaced (storage.owned_entries); input and output must lie
+   under the lake or `scoring.allowed_locations` (checked_location).
 
 Intermediate files live in the run's staging folder under the output's parent (`_staging/`, a
 name partition readers skip), in the lake itself, so Celery workers on other hosts share them.
@@ -19,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -29,7 +30,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from tabular_mlops import registry, settings, storage, tracking
+from tabular_mlops import registry, settings, signing, storage, tracking
 from tabular_mlops.config import ModelConfig, TableSpec
 from tabular_mlops.csv_load import (
     LoadOutcome,
@@ -41,11 +42,13 @@ from tabular_mlops.csv_load import (
     scan_file,
 )
 
-MANIFEST = "_manifest.json"
+MANIFEST = storage.MANIFEST
 PREDICTIONS = "predictions.parquet"
 INPUTS = "inputs.parquet"
 REJECTS = "rejects.csv"
 PREPARED = "prepared.json"
+# What a run's staging folder holds (storage.claim marks it the bundle's before the first write).
+STAGING_ENTRIES = [REJECTS, PREPARED, "input/", "scored/"]
 REJECTS_HEADER = ["table", "source_file", "line", "reasons", "raw_row"]
 Progress = Callable[[str], None]
 
@@ -77,13 +80,27 @@ class PinnedModel:
 
 def lake_root(config: ModelConfig) -> str:
     """The lake of a model: MLOPS_LAKE, else the config's scoring.lake, else <data dir>/lake."""
-    return os.environ.get("MLOPS_LAKE") or config.scoring.lake or str(settings.data_dir() / "lake")
+    return config.scoring.lake_root()
 
 
 def partition(config: ModelConfig, kind: str, day: date | str) -> str:
     """`<lake>/<kind>/<model>/dt=<YYYY-MM-DD>`, kind being incoming or predictions."""
     root = settings.resolve_location(lake_root(config))
     return storage.join(root, kind, config.name, f"dt={day if isinstance(day, str) else day.isoformat()}")
+
+
+def allowed_roots(config: ModelConfig) -> list[str]:
+    """Where a run may read and write, canonical: the lake, then `scoring.allowed_locations`."""
+    return config.scoring.allowed_roots()
+
+
+def checked_location(config: ModelConfig, name: str, value: str) -> str:
+    """A user-given input or output (Param, CLI flag) in canonical form, if under an allowed root.
+
+    storage.ForbiddenLocation names `name`, the value and the roots otherwise; Params can be set
+    through the REST API and the CLI, so the form's pattern is not enough on its own.
+    """
+    return storage.check_allowed(name, value, allowed_roots(config))
 
 
 def staging_location(output: str, run_id: str) -> str:
@@ -116,6 +133,10 @@ def pin_model(config: ModelConfig, version: str | None = None) -> PinnedModel:
         tracking.configure().get_model_version(name, str(version))
     except MlflowException as exc:
         raise ScoringError(f"{name}: version {version} is not in the registry: {exc.message}") from None
+    try:  # fail the run at its first task, not in every mapped chunk
+        signing.check_signed(name, str(version))
+    except signing.SignatureError as exc:
+        raise ScoringError(f"refusing to score with {exc}") from None
     return PinnedModel(name, str(version))
 
 
@@ -304,6 +325,8 @@ def prepare(
                 f"{Path(spec.file).stem}.parquet); the partition holds {', '.join(files)}"
             )
         found[table] = name
+    # Claimed before the first write, so the deletes of a failed or finished run pass the same check.
+    storage.claim(staging, STAGING_ENTRIES, conn)
     work = Path(tempfile.mkdtemp(prefix="mlops-prepare-"))
     try:
         inputs: list[TableInput] = []
@@ -368,16 +391,16 @@ def prepare(
 
 def discard_staged_rows(config: ModelConfig, staging: str) -> None:
     """After a failed run: drop the staged rows, keep rejects.csv there for whoever investigates."""
-    for folder in ("input", "scored"):
-        storage.delete_tree(storage.join(staging, folder), config.data.aws_conn_id)
+    keep = [REJECTS, PREPARED, storage.OWNER_MARKER]  # the marker keeps the remains claimed
+    storage.delete_tree(staging, config.data.aws_conn_id, keep=keep)
 
 
 def load_pinned(pinned: PinnedModel) -> Any:
-    """The pinned version as a pyfunc."""
-    import mlflow
-
-    tracking.configure()
-    return mlflow.pyfunc.load_model(pinned.uri)
+    """The pinned version as a pyfunc, once its signature checks out (ScoringError naming it if not)."""
+    try:
+        return signing.load_verified(pinned.registered_name, pinned.version)
+    except signing.SignatureError as exc:
+        raise ScoringError(f"refusing to score with {exc}") from None
 
 
 def score_chunk(
@@ -587,8 +610,10 @@ def score_partition(
     say = progress or (lambda _m: None)
     started, started_at = time.perf_counter(), datetime.now(UTC)
     run = safe_run_id(run_id or default_run_id())
-    input_location = settings.resolve_location(input_location)
-    output = settings.resolve_location(output)
+    input_location = checked_location(config, "input", input_location)
+    output = checked_location(config, "output", output)
+    # A foreign target is refused before any work; publish checks again before replacing it.
+    storage.owned_entries(output, config.data.aws_conn_id)
     pinned = pin_model(config, version)
     say(f"scoring with {pinned.uri}")
     cut = checked_threshold(config, threshold)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -58,17 +59,24 @@ def test_chunks_split_rows_in_order_without_loss(tmp_path: Path) -> None:
     assert _write_chunks(tmp_path / "empty.parquet", 300, tmp_path / "none") == []
 
 
+def _manifest(files: list[str]) -> str:
+    """A manifest with the fields scoring writes (what marks a partition as the bundle's)."""
+    record = {"model": "churn", "model_version": "1", "run_id": "r", "published_at": "2026-11-20T02:00:00"}
+    return json.dumps({**record, "output": {"location": "x", "files": files}})
+
+
 def test_local_partition_is_replaced_whole_and_needs_its_manifest(tmp_path: Path) -> None:
     target = tmp_path / "lake" / "dt=2026-11-20"
     target.mkdir(parents=True)
     (target / "stale.parquet").write_text("old")
+    (target / "_manifest.json").write_text(_manifest(["stale.parquet"]))  # an earlier run's partition
     new = tmp_path / "new"
     new.mkdir()
     (new / "predictions.parquet").write_text("new")
     with pytest.raises(storage.StorageError, match="_manifest.json missing"):
         storage.replace_partition(new, str(target), "aws_default", "_manifest.json")
     assert (target / "stale.parquet").exists()  # a refused publish leaves the old partition
-    (new / "_manifest.json").write_text("{}")
+    (new / "_manifest.json").write_text(_manifest(["predictions.parquet"]))
     storage.replace_partition(new, str(target), "aws_default", "_manifest.json")
     assert sorted(p.name for p in target.iterdir()) == ["_manifest.json", "predictions.parquet"]
     assert sorted(p.name for p in target.parent.iterdir()) == ["dt=2026-11-20"]
