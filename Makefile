@@ -10,6 +10,9 @@ STAMP := $(VENV)/.installed-lock
 UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 PYTEST_ARGS ?=
 ROWS ?= 307511
+# Every lock that ships: the bundle, the serving image and the MLflow image.
+AUDIT_LOCKS := requirements.txt serving/requirements.txt docker/mlflow/requirements.txt
+AUDIT = $(BIN)/python tools/audit.py $(AUDIT_LOCKS)
 
 ## Show this help
 help:
@@ -36,12 +39,17 @@ lock:
 demo: $(STAMP)
 	$(BIN)/python -m tabular_mlops.demo
 
-## Lint (ruff, with Airflow 3 rules), check formatting and types, and run the test suite
+## Lint (ruff, with Airflow 3 and bandit rules), check formatting and types, audit the locks, run the tests
 test: $(STAMP)
-	$(BIN)/ruff check dags plugins serving tests benchmarks
-	$(BIN)/ruff format --check dags plugins serving tests benchmarks
+	$(BIN)/ruff check dags plugins serving tests benchmarks tools
+	$(BIN)/ruff format --check dags plugins serving tests benchmarks tools
 	$(BIN)/mypy
+	$(AUDIT)
 	$(BIN)/python -m pytest -m "not stack" $(PYTEST_ARGS)
+
+## Audit the pinned locks with pip-audit against PyPI's advisory data; exceptions live in audit-ignore.toml
+audit: $(STAMP)
+	$(AUDIT)
 
 ## The native production stack on loopback: Airflow with Celery on Postgres + Redis, MLflow server, S3, SMTP, serving
 test-stack: $(STAMP)
@@ -49,7 +57,7 @@ test-stack: $(STAMP)
 
 ## Lint only (ruff and mypy)
 lint: $(STAMP)
-	$(BIN)/ruff check dags plugins serving tests benchmarks
+	$(BIN)/ruff check dags plugins serving tests benchmarks tools
 	$(BIN)/mypy
 
 ## Time the Home Credit generator at full scale (ROWS=307511) and report its peak memory
@@ -76,9 +84,13 @@ bench-train: $(STAMP)
 bench-serving: $(STAMP)
 	$(BIN)/python benchmarks/bench_serving.py --json benchmarks/serving.json
 
-## Serve the production versions over REST with gunicorn (PORT=8000, MLFLOW_TRACKING_URI or the local registry)
+## Worker RSS under 20 concurrent 100 MB uploads (unauthenticated, and authenticated but oversized)
+bench-uploads: $(STAMP)
+	$(BIN)/python benchmarks/bench_uploads.py --json benchmarks/uploads.json
+
+## Serve the production versions over REST with gunicorn (HOST=127.0.0.1, PORT=8000; SERVING_API_KEY)
 serve: $(STAMP)
-	PORT=$(or $(PORT),8000) $(BIN)/gunicorn -c serving/gunicorn.conf.py serving.app:app
+	HOST=$(or $(HOST),127.0.0.1) PORT=$(or $(PORT),8000) $(BIN)/gunicorn -c serving/gunicorn.conf.py serving.app:app
 
 ## Build and start the docker-compose stack (needs a Docker engine and a filled-in .env)
 up:
@@ -96,4 +108,4 @@ logs:
 clean:
 	rm -rf data reports .pytest_cache .ruff_cache .mypy_cache
 
-.PHONY: help install lock demo test test-stack lint serve bench bench-home-credit bench-scoring bench-monitoring bench-train bench-serving up down logs clean
+.PHONY: help install lock demo test audit test-stack lint serve bench bench-home-credit bench-scoring bench-monitoring bench-train bench-serving bench-uploads up down logs clean

@@ -3,28 +3,29 @@
 Run it under gunicorn with uvicorn workers (`serving/gunicorn.conf.py`, `make serve`). Routes:
 `POST /v1/models/{model}/predict` (one record or a list), `GET /v1/models`, `GET /v1/models/{model}`,
 `GET /health`, `GET /ready`, `GET /metrics`. With `SERVING_API_KEY` set, scoring and model routes
-need `Authorization: Bearer <key>`; health, readiness and metrics stay open.
+need `Authorization: Bearer <key>`; health, readiness and metrics stay open. The key, the body
+limit and the in-flight budget (`SERVING_MAX_BODY_BYTES`, `SERVING_MAX_INFLIGHT_BYTES`) are
+enforced by `serving.guard` before the body is read.
 """
 
 # No `from __future__ import annotations`: FastAPI must see the per-model body types as objects.
 import gc
-import hmac
 import json
 import logging
 import os
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import Body, Depends, FastAPI, HTTPException, Request, Response
+from fastapi import Body, FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from tabular_mlops.config import load_model_configs
 from tabular_mlops.features import FeatureBuildError
 
 from serving.batching import Batcher
+from serving.guard import RequestGuard, request_id, warn_if_open
 from serving.lean import ScoringInputError
 from serving.metrics import BATCH_ROWS, LATENCY, REQUESTS, VERSION, exposition
 from serving.models import (
@@ -34,6 +35,7 @@ from serving.models import (
     limit_registry_retries,
     max_records,
     reload_seconds,
+    signing_status,
 )
 from serving.schemas import PredictResponse, request_model
 
@@ -43,21 +45,11 @@ log = logging.getLogger("serving")
 _INPUT_ERRORS = (ScoringInputError, FeatureBuildError, ValueError, OverflowError, KeyError)
 
 
-async def _check_key(request: Request) -> None:
-    """401 unless the request carries the configured API key (no key configured: open)."""
-    expected = os.environ.get("SERVING_API_KEY")
-    if not expected:
-        return
-    given = request.headers.get("authorization", "")
-    if not hmac.compare_digest(given.encode(), f"Bearer {expected}".encode()):
-        raise HTTPException(
-            status_code=401, detail="missing or wrong API key", headers={"WWW-Authenticate": "Bearer"}
-        )
-
-
 def create_app(store: ModelStore | None = None, watch: bool = True) -> FastAPI:
     """The app over a model store (default: every config in the config folder)."""
     limit_registry_retries()
+    if not signing_status()["verified"]:  # also refuses a malformed key before anything loads
+        log.warning("MODEL SIGNATURES ARE NOT CHECKED: set MLOPS_MODEL_SIGNING_KEY (README, Security)")
     store = store or ModelStore(load_model_configs())
     store.on_load = lambda name, served: VERSION.labels(name).set(float(served.version))
     batchers: dict[str, Batcher] = {}
@@ -86,9 +78,12 @@ def create_app(store: ModelStore | None = None, watch: bool = True) -> FastAPI:
 
     app = FastAPI(title="tabular-mlops scoring", version="1", lifespan=lifespan)
     app.state.store = store
+    # Outside FastAPI's body parsing: the key and the body size are checked before any work.
+    app.add_middleware(RequestGuard)
+    warn_if_open()
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
             {
                 "field": ".".join(str(p) for p in e["loc"][1:]) or "(body)",
@@ -97,12 +92,20 @@ def create_app(store: ModelStore | None = None, watch: bool = True) -> FastAPI:
             }
             for e in exc.errors()
         ]
-        return JSONResponse(status_code=422, content={"detail": errors})
+        rid = request_id(request.scope)
+        return JSONResponse(
+            status_code=422, content={"detail": errors, "request_id": rid}, headers={"X-Request-ID": rid}
+        )
 
     @app.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error")
-        return JSONResponse(status_code=500, content={"detail": "internal error; see the service log"})
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        rid = request_id(request.scope)
+        log.exception("request_id=%s unhandled error", rid)
+        return JSONResponse(
+            status_code=500,
+            content={"detail": "internal error; see the service log", "request_id": rid},
+            headers={"X-Request-ID": rid},
+        )
 
     def predict_route(name: str) -> None:
         body_type = request_model(store.configs[name])
@@ -112,10 +115,9 @@ def create_app(store: ModelStore | None = None, watch: bool = True) -> FastAPI:
         async def predict(
             request: Request,
             body: Annotated[body_type | list[body_type], Body()],  # type: ignore[valid-type]
-            _: Annotated[None, Depends(_check_key)],
         ) -> Response:
             started = time.perf_counter()
-            request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+            rid = request_id(request.scope)
             records = body if isinstance(body, list) else [body]
             status = "200"
             try:
@@ -129,19 +131,22 @@ def create_app(store: ModelStore | None = None, watch: bool = True) -> FastAPI:
                     served, probabilities = await batcher.submit([r.model_dump() for r in records])
                 except NotServable as exc:
                     status = "503"
-                    raise HTTPException(status_code=503, detail=str(exc)) from None
+                    # The reason may hold registry URLs and errors: it goes to the log, not the caller.
+                    log.warning("request_id=%s model=%s not servable: %s", rid, name, exc)
+                    raise HTTPException(
+                        status_code=503, detail=f"model {name!r} is not servable now (request_id {rid})"
+                    ) from None
                 except _INPUT_ERRORS as exc:
                     status = "422"
-                    raise HTTPException(
-                        status_code=422, detail=f"cannot score these records: {exc}"
-                    ) from None
+                    log.warning("request_id=%s model=%s cannot score: %r", rid, name, exc)
+                    raise HTTPException(status_code=422, detail=_unscorable(rid)) from None
                 return Response(
-                    content=_prediction_json(served, request_id, probabilities),
+                    content=_prediction_json(served, rid, probabilities),
                     media_type="application/json",
-                    headers={"X-Request-ID": request_id},
+                    headers={"X-Request-ID": rid},
                 )
             except HTTPException as exc:
-                exc.headers = {**(exc.headers or {}), "X-Request-ID": request_id}
+                exc.headers = {**(exc.headers or {}), "X-Request-ID": rid}
                 raise
             except Exception:
                 status = "500"
@@ -161,7 +166,7 @@ def create_app(store: ModelStore | None = None, watch: bool = True) -> FastAPI:
         predict_route(name)
 
     @app.post("/v1/models/{model}/predict", include_in_schema=False)
-    async def unknown_model(model: str, _: None = Depends(_check_key)) -> None:
+    async def unknown_model(model: str) -> None:
         raise HTTPException(
             status_code=404, detail=f"unknown model {model!r}; known: {sorted(store.configs)}"
         )
@@ -185,11 +190,11 @@ def create_app(store: ModelStore | None = None, watch: bool = True) -> FastAPI:
         }
 
     @app.get("/v1/models")
-    async def models(_: None = Depends(_check_key)) -> dict[str, Any]:
+    async def models() -> dict[str, Any]:
         return {"models": [describe(name) for name in store.configs]}
 
     @app.get("/v1/models/{model}")
-    async def model(model: str, _: None = Depends(_check_key)) -> dict[str, Any]:
+    async def model(model: str) -> dict[str, Any]:
         if model not in store.configs:
             raise HTTPException(
                 status_code=404, detail=f"unknown model {model!r}; known: {sorted(store.configs)}"
@@ -204,6 +209,7 @@ def create_app(store: ModelStore | None = None, watch: bool = True) -> FastAPI:
             "versions": {n: s.version for n, s in store.served.items()},
             "errors": dict(store.errors),
             "registry": store.registry,
+            "signing": signing_status(),
         }
 
     @app.get("/ready")
@@ -218,6 +224,14 @@ def create_app(store: ModelStore | None = None, watch: bool = True) -> FastAPI:
         return Response(content=content, media_type=media_type)
 
     return app
+
+
+def _unscorable(rid: str) -> str:
+    """The stable 422 message when valid-looking records break the feature SQL (detail in the log)."""
+    return (
+        "cannot score these records: their values are allowed by the schema but the features "
+        f"cannot be computed from them (request_id {rid}; the service log has the detail)"
+    )
 
 
 def _prediction_json(served: Served, request_id: str, probabilities: Any) -> bytes:

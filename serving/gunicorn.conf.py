@@ -2,9 +2,11 @@
 
 import os
 import shutil
+import sys
 import tempfile
 
-bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
+# Loopback unless HOST says otherwise (the image sets HOST=0.0.0.0 and compose requires a key).
+bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("SERVING_WORKERS", os.environ.get("WEB_CONCURRENCY", "2")))
 worker_class = "uvicorn_worker.UvicornWorker"
 timeout = int(os.environ.get("SERVING_TIMEOUT", "60"))
@@ -23,7 +25,17 @@ os.environ["PROMETHEUS_MULTIPROC_DIR"] = _METRICS_DIR
 
 
 def on_starting(server: object) -> None:
-    """Start from empty metric files (a restarted service must not count its past life twice)."""
+    """Refuse an open API beyond loopback; start from empty metric files (no past life counted twice)."""
+    from serving.guard import exposure_error, max_inflight_bytes
+
+    try:
+        max_inflight_bytes()  # reads both byte limits: a bad value stops the master, with its message
+        refusal = exposure_error(list(server.cfg.address))  # type: ignore[attr-defined]
+    except ValueError as exc:
+        refusal = str(exc)
+    if refusal:
+        server.log.error(refusal)  # type: ignore[attr-defined]
+        sys.exit(1)
     shutil.rmtree(_METRICS_DIR, ignore_errors=True)
     os.makedirs(_METRICS_DIR, exist_ok=True)
 

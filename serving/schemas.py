@@ -18,9 +18,9 @@ _TYPES: dict[str, Any] = {"int": int, "float": float, "string": str}
 def _field(spec: ColumnSpec) -> tuple[Any, Any]:
     """(annotation, default) of one column."""
     if spec.type == "category":
-        annotation: Any = Literal[tuple(str(v) for v in spec.values or [])]  # type: ignore[misc]
+        annotation: Any = Literal[tuple(str(v) for v in spec.values or [])]
     elif spec.values is not None:
-        annotation = Literal[tuple(int(v) if spec.type == "int" else v for v in spec.values)]  # type: ignore[misc]
+        annotation = Literal[tuple(int(v) if spec.type == "int" else v for v in spec.values)]
     else:
         annotation = _TYPES[spec.type]
     constraints: dict[str, Any] = {}
@@ -62,11 +62,16 @@ def request_model(config: ModelConfig) -> type[BaseModel]:
     for table in history:
         spec = config.data.tables[table]
         item = record_model(f"{camel}{''.join(p.title() for p in table.split('_'))}Record", spec)
+        cap = config.serving.history_cap(table)
         fields[table] = (
-            list[item],
-            Field(default_factory=list, description=f"{table} records of the applicant"),
-        )  # type: ignore[valid-type]
-    return create_model(f"{camel}Request", __config__=ConfigDict(extra="forbid"), **fields)  # type: ignore[call-overload]
+            list[item],  # type: ignore[valid-type]
+            Field(
+                default_factory=list,
+                max_length=cap,  # over the cap: 422 naming the table and the limit
+                description=f"{table} records of the applicant (at most {cap}, serving.max_history_rows)",
+            ),
+        )
+    return create_model(f"{camel}Request", __config__=ConfigDict(extra="forbid"), **fields)
 
 
 class Prediction(BaseModel):

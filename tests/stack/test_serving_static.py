@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import yaml
+
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 DOCKERFILE = (PROJECT_DIR / "serving" / "Dockerfile").read_text()
 
@@ -43,3 +45,15 @@ def test_serving_lock_is_full_agrees_with_the_bundle_lock_and_leaves_airflow_out
         name: (v, bundle[name]) for name, v in serving.items() if name in bundle and bundle[name] != v
     }
     assert disagree == {}
+
+
+def test_loopback_by_default_and_the_image_binds_all_interfaces_only_with_a_key() -> None:
+    conf = (PROJECT_DIR / "serving" / "gunicorn.conf.py").read_text()
+    assert "os.environ.get('HOST', '127.0.0.1')" in conf and "exposure_error" in conf
+    serve = re.search(r"^serve:.*\n\t(.+)$", (PROJECT_DIR / "Makefile").read_text(), re.M)
+    assert serve and "HOST=$(or $(HOST),127.0.0.1)" in serve.group(1)
+    assert re.search(r"^\s+HOST=0\.0\.0\.0 \\$", DOCKERFILE, re.M)  # the container's port is the way in
+    compose = yaml.safe_load((PROJECT_DIR / "docker-compose.yaml").read_text())
+    environment = compose["services"]["serving"]["environment"]
+    assert str(environment["SERVING_API_KEY"]).startswith("${SERVING_API_KEY:?")  # no key: no start
+    assert "SERVING_ALLOW_ANONYMOUS" not in environment
