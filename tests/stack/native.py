@@ -2,8 +2,10 @@
 
 PostgreSQL and Redis are the machine's own (fresh databases per run, a private Celery queue);
 moto's S3 server stands in for MinIO, aiosmtpd for mailpit. Airflow runs its api-server,
-scheduler, dag-processor and a Celery worker; MLflow a tracking server with a Postgres backend
-and artifacts proxied to S3. Every process is started here and stopped by `Stack.stop`.
+scheduler, dag-processor and a Celery worker under the FAB auth manager; MLflow a tracking server
+with a Postgres backend, artifacts proxied to S3 and its basic-auth app (users in Postgres too),
+whose workers' and serving users `mlops registry-access` creates. Every process is started here
+and stopped by `Stack.stop`.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ PROJECT_DIR = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 PG_DSN = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 REDIS = ("127.0.0.1", 6379)
+FAB_AUTH_MANAGER = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
 
 
 def unreachable_services() -> list[str]:
@@ -72,6 +75,15 @@ class Stack:
     ports: dict[str, int] = field(default_factory=dict)
     password: str = field(default_factory=lambda: secrets.token_urlsafe(12))
     mlflow_store: str = ""
+    mlflow_auth_store: str = ""
+    # MLflow's basic-auth users, (username, password) by role: admin, workers, serving.
+    mlflow_users: dict[str, tuple[str, str]] = field(
+        default_factory=lambda: {
+            role: (name, secrets.token_hex(12))
+            for role, name in (("admin", "admin"), ("workers", "airflow-workers"), ("serving", "serving"))
+        }
+    )
+    signing_key: str = field(default_factory=lambda: secrets.token_hex(32))
 
     @property
     def queue(self) -> str:
@@ -159,23 +171,65 @@ class Stack:
         return {"aws_access_key_id": "stack", "aws_secret_access_key": "stack", "region_name": "us-east-1"}
 
     def start_mlflow(self) -> str:
-        """An MLflow tracking server: Postgres backend store, artifacts proxied to the S3 bucket."""
-        if not self.mlflow_store:  # a restart keeps the store
+        """An MLflow tracking server with basic auth: Postgres stores, artifacts proxied to S3.
+
+        Started through docker/mlflow/entrypoint.sh, as in compose: it writes the auth app's ini
+        (auth database, NO_PERMISSIONS by default) from the environment.
+        """
+        if not self.mlflow_store:  # a restart keeps the stores and the secret key
             self.mlflow_store = self.database("mlflow")
+            self.mlflow_auth_store = self.database("mlflow_auth")
+            self.mlflow_secret = secrets.token_urlsafe(32)
         self.ports.setdefault("mlflow", free_port())
+        admin, admin_password = self.mlflow_users["admin"]
         env = {
             **self.env(),
             "MLFLOW_S3_ENDPOINT_URL": self.url("s3"),
             "AWS_ACCESS_KEY_ID": "stack",
             "AWS_SECRET_ACCESS_KEY": "stack",
             "AWS_DEFAULT_REGION": "us-east-1",
+            "MLFLOW_AUTH_DATABASE_URI": self.mlflow_auth_store,
+            "MLFLOW_AUTH_CONFIG_PATH": str(self.root / "mlflow_basic_auth.ini"),
+            "MLFLOW_AUTH_ADMIN_USERNAME": admin,
+            "MLFLOW_AUTH_ADMIN_PASSWORD": admin_password,
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": self.mlflow_secret,
+            "MLFLOW_BASIC_AUTH_FAIL_CLOSED": "true",
+            "MLFLOW_AUTH_CACHE_TTL_SECONDS": "30",  # as in compose
         }
-        command = [str(BIN / "mlflow"), "server", "--backend-store-uri", self.mlflow_store]
+        entrypoint = PROJECT_DIR / "docker" / "mlflow" / "entrypoint.sh"
+        command = ["/bin/sh", str(entrypoint), "--app-name", "basic-auth"]
+        command += ["--backend-store-uri", self.mlflow_store]
         command += ["--artifacts-destination", "s3://mlflow/", "--host", "127.0.0.1"]
         command += ["--port", str(self.ports["mlflow"]), "--workers", "1"]
         process = self.start("mlflow", command, env)
         wait_until_ok(f"{self.url('mlflow')}/health", process, timeout=180)
         return self.url("mlflow")
+
+    def grant_registry_access(self, config_dir: Path) -> dict[str, Any]:
+        """`mlops registry-access` as the MLflow admin (compose's one-shot job); return its summary."""
+        admin, workers, serving = (self.mlflow_users[role] for role in ("admin", "workers", "serving"))
+        env = {
+            **self.env(),
+            "MLFLOW_TRACKING_URI": self.url("mlflow"),
+            "MLFLOW_TRACKING_USERNAME": admin[0],
+            "MLFLOW_TRACKING_PASSWORD": admin[1],
+            "MLFLOW_WORKERS_USERNAME": workers[0],
+            "MLFLOW_WORKERS_PASSWORD": workers[1],
+            "MLFLOW_SERVING_USERNAME": serving[0],
+            "MLFLOW_SERVING_PASSWORD": serving[1],
+            "MLOPS_CONFIG_DIR": str(config_dir),
+        }
+        result = subprocess.run(
+            [str(BIN / "mlops"), "registry-access"], env=env, capture_output=True, text=True, timeout=300
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"mlops registry-access failed: {result.stderr[-3000:]}")
+        return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+
+    def mlflow_credentials(self, role: str) -> dict[str, str]:
+        """MLflow's client variables of one basic-auth user."""
+        username, password = self.mlflow_users[role]
+        return {"MLFLOW_TRACKING_USERNAME": username, "MLFLOW_TRACKING_PASSWORD": password}
 
     def env(self) -> dict[str, str]:
         """The environment every process of the stack shares (the compose file's x-airflow-common)."""
@@ -187,8 +241,6 @@ class Stack:
         """Airflow's configuration for this stack."""
         home = self.root / "airflow"
         home.mkdir(parents=True, exist_ok=True)
-        passwords = home / "passwords.json"
-        passwords.write_text(json.dumps({"admin": self.password}))
         sql = self.airflow_db
         smtp = {"disable_tls": True, "disable_ssl": True, "from_email": "mlops@example.com", "timeout": 10}
         aws = {"endpoint_url": self.url("s3"), "region_name": "us-east-1"}
@@ -200,8 +252,7 @@ class Stack:
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__FERNET_KEY": self.fernet_key,
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url('airflow')}/execution/",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+            "AIRFLOW__CORE__AUTH_MANAGER": FAB_AUTH_MANAGER,
             "AIRFLOW__API_AUTH__JWT_SECRET": self.jwt_secret,
             "AIRFLOW__API__BASE_URL": self.url("airflow"),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": sql,
@@ -221,6 +272,8 @@ class Stack:
                 {"conn_type": "smtp", "host": "127.0.0.1", "port": self.ports["smtp"], "extra": smtp}
             ),
             "MLFLOW_TRACKING_URI": self.url("mlflow"),
+            **self.mlflow_credentials("workers"),
+            "MLOPS_MODEL_SIGNING_KEY": self.signing_key,
             "MLOPS_LAKE": "s3://lake",
             "MLOPS_DATA_DIR": str(self.root / "data"),
             "MLOPS_REPORTS_DIR": str(self.root / "reports"),
@@ -229,7 +282,7 @@ class Stack:
         }
 
     def start_airflow(self, config_dir: Path) -> str:
-        """Migrate a fresh metadata DB, then start api-server, scheduler, dag-processor, worker."""
+        """A fresh metadata DB with the FAB admin; then api-server, scheduler, dag-processor, worker."""
         from cryptography.fernet import Fernet
 
         self.config_dir = config_dir
@@ -238,11 +291,14 @@ class Stack:
         self.airflow_db = self.database("airflow")
         self.ports.update(airflow=free_port(), worker_logs=free_port())
         env = self.airflow_env()
-        migrate = subprocess.run(
-            [str(BIN / "airflow"), "db", "migrate"], env=env, capture_output=True, text=True, timeout=600
-        )
-        if migrate.returncode != 0:
-            raise RuntimeError(f"airflow db migrate failed: {migrate.stderr[-3000:]}")
+        admin = ["users", "create", "--role", "Admin", "--username", "admin", "--email", "admin@example.com"]
+        admin += ["--firstname", "Stack", "--lastname", "Admin", "--password", self.password]
+        for step in (["db", "migrate"], ["fab-db", "migrate"], admin):  # airflow-init's steps
+            done = subprocess.run(
+                [str(BIN / "airflow"), *step], env=env, capture_output=True, text=True, timeout=600
+            )
+            if done.returncode != 0:
+                raise RuntimeError(f"airflow {' '.join(step[:2])} failed: {done.stderr[-3000:]}")
         api = [str(BIN / "airflow"), "api-server", "-H", "127.0.0.1", "-p", str(self.ports["airflow"])]
         self.start("api-server", api, env)
         self.start("scheduler", [str(BIN / "airflow"), "scheduler"], env)
@@ -265,6 +321,8 @@ class Stack:
         env = {
             **self.env(),
             "MLFLOW_TRACKING_URI": self.url("mlflow"),
+            **self.mlflow_credentials("serving"),
+            "MLOPS_MODEL_SIGNING_KEY": self.signing_key,
             "MLOPS_CONFIG_DIR": str(self.config_dir),
             "PORT": str(self.ports["serving"]),
             "HOST": "127.0.0.1",
@@ -280,7 +338,7 @@ class Stack:
 
 @dataclass
 class AirflowClient:
-    """Airflow's public REST API, logged in the way the UI is (a JWT from /auth/token)."""
+    """Airflow's public REST API, logged in the way the UI is (a JWT from FAB's /auth/token)."""
 
     base: str
     password: str

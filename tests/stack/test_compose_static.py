@@ -28,13 +28,20 @@ AIRFLOW_SERVICES = {
     "airflow-triggerer",
     "airflow-worker",
 }
-ONE_SHOT = {"airflow-init", "minio-create-buckets"}
+ONE_SHOT = {"airflow-init", "minio-create-buckets", "mlflow-registry-access"}
 SECRETS = {
     "POSTGRES_PASSWORD",
     "AIRFLOW_FERNET_KEY",
     "AIRFLOW_JWT_SECRET",
     "AIRFLOW_ADMIN_PASSWORD",
     "MINIO_ROOT_PASSWORD",
+    "MINIO_LAKE_PASSWORD",
+    "MINIO_MLFLOW_PASSWORD",
+    "MLFLOW_AUTH_ADMIN_PASSWORD",
+    "MLFLOW_FLASK_SERVER_SECRET_KEY",
+    "MLFLOW_WORKERS_PASSWORD",
+    "MLFLOW_SERVING_PASSWORD",
+    "MLOPS_MODEL_SIGNING_KEY",
     "SERVING_API_KEY",
 }
 DOCKERFILES = {"Dockerfile", "serving/Dockerfile", "docker/mlflow/Dockerfile"}
@@ -408,7 +415,7 @@ def test_connections_default_to_minio_and_mailpit(compose: dict, example: dict[s
     env = _airflow_env(compose)
     aws = urlsplit(env["AIRFLOW_CONN_AWS_DEFAULT"])
     assert aws.scheme == "aws"
-    assert (aws.username, aws.password) == (example["MINIO_ROOT_USER"], example["MINIO_ROOT_PASSWORD"])
+    assert (aws.username, aws.password) == (example["MINIO_LAKE_USER"], example["MINIO_LAKE_PASSWORD"])
     assert parse_qs(aws.query)["endpoint_url"] == ["http://minio:9000"]
     smtp = urlsplit(env["AIRFLOW_CONN_SMTP_DEFAULT"])
     assert (smtp.scheme, smtp.hostname, smtp.port) == ("smtp", "mailpit", 1025)
@@ -447,3 +454,188 @@ def test_mlflow_stores_runs_in_its_own_postgres_database_and_artifacts_in_minio(
     assert mlflow["environment"]["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
     assert f"stack/{bucket}" in " ".join(services["minio-create-buckets"]["command"]).split()
     assert mlflow["depends_on"]["minio-create-buckets"]["condition"] == "service_completed_successfully"
+
+
+# --- 7. security: loopback ports, registry and Airflow authentication, least-privilege credentials ---
+
+LOOPBACK = "127.0.0.1"
+ROOT_ONLY = {"minio", "minio-create-buckets"}  # the only services that may hold MinIO's root user
+
+
+def _host_bindings(compose: dict) -> dict[str, list[str]]:
+    """service -> the host address of each published port ("" when the port has none: all interfaces)."""
+    found: dict[str, list[str]] = {}
+    for name, service in compose["services"].items():
+        for port in service.get("ports", []):
+            parts = str(port).split(":")
+            found.setdefault(name, []).append(parts[0] if len(parts) == 3 else "")
+    return found
+
+
+def _security_findings(compose: dict, env: Mapping[str, str]) -> list[str]:
+    """Every rule of the Security section the resolved compose file breaks (empty: none)."""
+    services = compose["services"]
+    findings = [
+        f"{name} publishes a port on {address or 'every interface'}"
+        for name, addresses in _host_bindings(compose).items()
+        for address in addresses
+        if address != LOOPBACK
+    ]
+    mlflow = services["mlflow"]
+    if "--app-name=basic-auth" not in mlflow["command"]:
+        findings.append("mlflow runs without its basic-auth app")
+    auth_db = urlsplit(mlflow["environment"].get("MLFLOW_AUTH_DATABASE_URI", ""))
+    if auth_db.hostname != "postgres" or not auth_db.scheme.startswith("postgresql"):
+        findings.append("mlflow's auth database is not on the stack's Postgres")
+    if mlflow["environment"].get("MLFLOW_AUTH_ADMIN_PASSWORD") != env.get("MLFLOW_AUTH_ADMIN_PASSWORD"):
+        findings.append("mlflow's admin password does not come from .env")
+    for name in sorted(AIRFLOW_SERVICES):
+        airflow = services[name]["environment"]
+        if airflow.get("AIRFLOW__CORE__AUTH_MANAGER", "").rpartition(".")[2] != "FabAuthManager":
+            findings.append(f"{name} does not run the FAB auth manager")
+        if any(key.startswith("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER") for key in airflow):
+            findings.append(f"{name} still configures the simple auth manager")
+        if not airflow.get("MLOPS_MODEL_SIGNING_KEY"):
+            findings.append(f"{name} gets no MLOPS_MODEL_SIGNING_KEY")
+    root = {env.get("MINIO_ROOT_PASSWORD", "")} - {""}
+    for name, service in services.items():
+        if name not in ROOT_ONLY and root & {
+            s for text in _strings(service) for s in re.split(r"[:@/]", text)
+        }:
+            findings.append(f"{name} holds the MinIO root password")
+    aws = urlsplit(_airflow_env(compose)["AIRFLOW_CONN_AWS_DEFAULT"])
+    if aws.username == env.get("MINIO_ROOT_USER"):
+        findings.append("aws_default logs in as the MinIO root user")
+    return findings
+
+
+def _mutated(raw: dict, service: str, key: str, value: Any) -> dict:
+    copy = json.loads(json.dumps(raw))
+    target = copy["x-airflow-common"] if service == "x-airflow-common" else copy["services"][service]
+    target[key] = value
+    if service == "x-airflow-common":  # the anchors were resolved by the YAML loader: apply to each
+        for name in AIRFLOW_SERVICES:
+            if key == "environment":
+                copy["services"][name][key] = {**copy["services"][name][key], **value}
+    return copy
+
+
+def test_the_shipped_stack_breaks_no_security_rule(compose: dict, example: dict[str, str]) -> None:
+    assert _security_findings(compose, example) == []
+    assert set(_host_bindings(compose)) >= {"mlflow", "mailpit", "minio", "airflow-apiserver", "serving"}
+
+
+def test_each_security_rule_catches_its_breach(raw: dict, example: dict[str, str]) -> None:
+    open_mlflow = _mutated(raw, "mlflow", "ports", ["${MLFLOW_UI_PORT:-5000}:5000"])
+    no_auth = _mutated(
+        raw, "mlflow", "command", [c for c in raw["services"]["mlflow"]["command"] if "app" not in c]
+    )
+    root_conn = (
+        "aws://${MINIO_ROOT_USER:-minio}:${MINIO_ROOT_PASSWORD}@/?endpoint_url=http%3A%2F%2Fminio%3A9000"
+    )
+    root_lake = _mutated(raw, "x-airflow-common", "environment", {"AIRFLOW_CONN_AWS_DEFAULT": root_conn})
+    simple = {"AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.SimpleAuthManager"}
+    simple_auth = _mutated(raw, "x-airflow-common", "environment", simple)
+    cases = {
+        "mlflow publishes a port on every interface": open_mlflow,
+        "mlflow runs without its basic-auth app": no_auth,
+        "airflow-worker holds the MinIO root password": root_lake,
+        "aws_default logs in as the MinIO root user": root_lake,
+        "airflow-apiserver does not run the FAB auth manager": simple_auth,
+    }
+    for finding, document in cases.items():
+        assert finding in _security_findings(_interpolated(document, example), example), finding
+    # The documented .env override, which the rule must report.
+    wide = _interpolated(raw, {**example, "MLFLOW_BIND": "0.0.0.0"})  # noqa: S104 - a value under test
+    assert "mlflow publishes a port on 0.0.0.0" in _security_findings(wide, example)
+
+
+def _entrypoint_ini(tmp_path: Path, env: dict[str, str]) -> tuple[str, str]:
+    """Run docker/mlflow/entrypoint.sh with a stand-in `mlflow` that prints its config and arguments."""
+    fake = tmp_path / "bin" / "mlflow"
+    fake.parent.mkdir()
+    fake.write_text(
+        '#!/bin/sh\necho "args: $*"\ncat "$MLFLOW_AUTH_CONFIG_PATH"\nls -l "$MLFLOW_AUTH_CONFIG_PATH"\n'
+    )
+    fake.chmod(0o755)
+    result = subprocess.run(
+        ["/bin/sh", str(PROJECT_DIR / "docker" / "mlflow" / "entrypoint.sh"), "--app-name=basic-auth"],
+        env={"PATH": f"{fake.parent}:/usr/bin:/bin", "HOME": str(tmp_path), **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout, result.stderr
+
+
+def test_mlflow_auth_config_comes_from_the_environment_with_no_default_permission(
+    compose: dict, tmp_path: Path
+) -> None:
+    mlflow = compose["services"]["mlflow"]["environment"]
+    out, _ = _entrypoint_ini(tmp_path, {k: mlflow[k] for k in ("MLFLOW_AUTH_DATABASE_URI",)})
+    assert "args: server --app-name=basic-auth" in out
+    assert f"database_uri = {mlflow['MLFLOW_AUTH_DATABASE_URI']}" in out
+    assert "default_permission = NO_PERMISSIONS" in out and "-rw-------" in out  # it holds a password
+    assert "auth_cache_ttl_seconds = 0" in out  # MLflow's default unless the environment sets one
+    store = urlsplit(mlflow["MLFLOW_BACKEND_STORE_URI"]).path
+    auth = urlsplit(mlflow["MLFLOW_AUTH_DATABASE_URI"]).path
+    assert auth != store
+    init_sql = (PROJECT_DIR / "docker" / "postgres" / "create-mlflow-db.sql").read_text()
+    assert re.search(rf"CREATE DATABASE {re.escape(auth.lstrip('/'))};", init_sql, re.I)
+    assert mlflow["MLFLOW_BASIC_AUTH_FAIL_CLOSED"] == "true" and mlflow["MLFLOW_FLASK_SERVER_SECRET_KEY"]
+    assert "entrypoint.sh" in (PROJECT_DIR / "docker" / "mlflow" / "Dockerfile").read_text()
+
+
+def test_mlflow_clients_log_in_as_their_own_least_privilege_users(
+    compose: dict, example: dict[str, str]
+) -> None:
+    services = compose["services"]
+    workers, serving = _airflow_env(compose), services["serving"]["environment"]
+    access = services["mlflow-registry-access"]["environment"]
+    assert (workers["MLFLOW_TRACKING_USERNAME"], workers["MLFLOW_TRACKING_PASSWORD"]) == (
+        example["MLFLOW_WORKERS_USERNAME"],
+        example["MLFLOW_WORKERS_PASSWORD"],
+    )
+    assert (serving["MLFLOW_TRACKING_USERNAME"], serving["MLFLOW_TRACKING_PASSWORD"]) == (
+        example["MLFLOW_SERVING_USERNAME"],
+        example["MLFLOW_SERVING_PASSWORD"],
+    )
+    # Only the bootstrap job is the admin; it sets the two users' passwords from the same .env values.
+    assert access["MLFLOW_TRACKING_PASSWORD"] == example["MLFLOW_AUTH_ADMIN_PASSWORD"]
+    assert {access["MLFLOW_WORKERS_PASSWORD"], access["MLFLOW_SERVING_PASSWORD"]} == {
+        workers["MLFLOW_TRACKING_PASSWORD"],
+        serving["MLFLOW_TRACKING_PASSWORD"],
+    }
+    assert services["mlflow-registry-access"]["command"] == ["registry-access"]
+    assert services["mlflow-registry-access"]["depends_on"]["mlflow"]["condition"] == "service_healthy"
+    for name in ("airflow-worker", "serving"):
+        needs = services[name]["depends_on"]["mlflow-registry-access"]
+        assert needs["condition"] == "service_completed_successfully", name
+    assert serving["MLOPS_MODEL_SIGNING_KEY"] == workers["MLOPS_MODEL_SIGNING_KEY"] != ""
+
+
+def test_airflow_init_creates_the_fab_admin_from_env(compose: dict) -> None:
+    init = compose["services"]["airflow-init"]
+    script = " ".join(init["command"])
+    assert "airflow db migrate" in script and "airflow users create --role Admin" in script
+    assert '--password "${AIRFLOW_ADMIN_PASSWORD}"' in script and "airflow users reset-password" in script
+    assert init["environment"]["AIRFLOW_ADMIN_PASSWORD"]
+    mounts = [m for name in AIRFLOW_SERVICES for m in compose["services"][name].get("volumes", [])]
+    assert not [m for m in mounts if "auth" in m.split(":")[0]], "the simple auth manager's passwords volume"
+
+
+def test_each_minio_user_is_limited_to_its_bucket(compose: dict, example: dict[str, str]) -> None:
+    job = compose["services"]["minio-create-buckets"]
+    script = " ".join(job["command"])
+    mount = next(m for m in job["volumes"] if m.endswith(":/policies:ro"))
+    for bucket, user in (("lake", "MINIO_LAKE_USER"), ("mlflow", "MINIO_MLFLOW_USER")):
+        policy = json.loads((PROJECT_DIR / mount.split(":")[0] / f"{bucket}-rw.json").read_text())
+        resources = {r for statement in policy["Statement"] for r in statement["Resource"]}
+        assert resources == {f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"}, bucket
+        assert all(statement["Effect"] == "Allow" for statement in policy["Statement"])
+        assert f"mc admin policy create stack {bucket}-rw /policies/{bucket}-rw.json" in script
+        assert f'mc admin user add stack "${user}"' in script
+        assert f'mc admin policy attach stack {bucket}-rw --user "${user}"' in script
+    mlflow = compose["services"]["mlflow"]["environment"]
+    assert mlflow["AWS_ACCESS_KEY_ID"] == example["MINIO_MLFLOW_USER"] != example["MINIO_ROOT_USER"]

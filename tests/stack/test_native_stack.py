@@ -1,7 +1,8 @@
 """The production topology as real processes on loopback, driven the way its users drive it.
 
-Airflow (api-server, scheduler, dag-processor, a Celery worker on Redis, metadata in Postgres),
-an MLflow tracking server (Postgres backend, artifacts proxied to S3), moto's S3 server for
+Airflow (api-server, scheduler, dag-processor, a Celery worker on Redis, metadata in Postgres,
+the FAB auth manager), an MLflow tracking server (Postgres backend, artifacts proxied to S3, its
+basic-auth app with least-privilege users for the workers and serving), moto's S3 server for
 MinIO, aiosmtpd for mailpit and the serving app under gunicorn. Run by `make test-stack`
 (marker `stack`) and by `.ci/run`. Skips with the reason where Postgres or Redis are unreachable,
 except under CI (`CI` set), where that is a failure.
@@ -61,17 +62,26 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     native.ports["smtp"] = free_port()
     smtp = Controller(inbox, hostname="127.0.0.1", port=native.ports["smtp"])
     smtp.start()
+    # This process checks the registry as the MLflow admin (MlflowClient reads these variables).
+    saved = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
     try:
         native.start_s3()
         native.start_mlflow()
+        native.grant_registry_access(configs)
+        os.environ.update(native.mlflow_credentials("admin"))
         native.start_airflow(configs)
         api = AirflowClient(native.url("airflow"), native.password)
-        yield {"stack": native, "raw": raw, "inbox": inbox, "api": api}
+        yield {"stack": native, "raw": raw, "inbox": inbox, "api": api, "configs": configs}
     except BaseException:
         for name in native.processes:
             print(f"--- {name} ---\n{native.log(name)}")
         raise
     finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         native.stop()
         smtp.stop()
 
@@ -110,6 +120,42 @@ def test_training_dags_triggered_over_rest_register_and_promote_both_models(stac
     # The artifacts went through the tracking server into the bucket, not onto a local disk.
     stored = _s3(native).list_objects_v2(Bucket="mlflow").get("KeyCount", 0)
     assert stored > 10
+
+
+def test_the_registry_admits_each_user_to_its_grants_only(stack: dict) -> None:
+    native = stack["stack"]
+    # The bootstrap is a one-shot that runs at every `docker compose up`: a second run must succeed.
+    again = native.grant_registry_access(stack["configs"])
+    assert set(again["users"].values()) == {"password updated"}, again
+    api = f"{native.url('mlflow')}/api/2.0/mlflow"
+    name = "churn-classifier"
+    production = _mlflow(native).get_model_version_by_alias(name, "production").version
+    check = {"name": name, "alias": "access-check", "version": production}
+    source = {"name": name, "source": f"models:/{name}/{production}"}
+    anonymous = {
+        "search": httpx.get(f"{api}/registered-models/search", timeout=30),
+        "register": httpx.post(f"{api}/model-versions/create", json=source, timeout=30),
+        "set-alias": httpx.post(f"{api}/registered-models/alias", json=check, timeout=30),
+    }
+    assert {call: r.status_code for call, r in anonymous.items()} == dict.fromkeys(anonymous, 401)
+
+    serving, workers = native.mlflow_users["serving"], native.mlflow_users["workers"]
+    read = httpx.get(
+        f"{api}/registered-models/alias", params={"name": name, "alias": "production"}, auth=serving
+    )
+    assert read.status_code == 200 and read.json()["model_version"]["version"] == production
+    refused = httpx.post(f"{api}/registered-models/alias", json=check, auth=serving, timeout=30)
+    assert refused.status_code == 403, refused.text
+    with pytest.raises(Exception, match="access-check"):
+        _mlflow(native).get_model_version_by_alias(name, "access-check")
+
+    moved = httpx.post(f"{api}/registered-models/alias", json=check, auth=workers, timeout=30)
+    assert moved.status_code == 200, moved.text
+    assert _mlflow(native).get_model_version_by_alias(name, "access-check").version == production
+    # EDIT, not MANAGE: the workers cannot delete what they move.
+    delete = httpx.request("DELETE", f"{api}/registered-models/alias", params=check, auth=workers, timeout=30)
+    assert delete.status_code == 403, delete.text
+    _mlflow(native).delete_registered_model_alias(name, "access-check")  # as the admin
 
 
 def _drifted_partition(raw: Path) -> bytes:
