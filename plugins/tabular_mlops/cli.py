@@ -203,6 +203,8 @@ def _sign(args: argparse.Namespace) -> int:
 
     name = _registered_name(args.model)
     if args.check:
+        if not signing.signing_keys().configured:
+            raise signing.SignatureError(f"{signing.KEY_ENV} is not set: there is no key to check with")
         signer = signing.verify_version(name, args.version)
         _emit({"model": name, "version": args.version, "verified": True, "key_id": signer})
         return EXIT_OK

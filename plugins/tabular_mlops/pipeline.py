@@ -39,7 +39,7 @@ def train(
     model: str, interim_dir: str, features_path: str, origin: dict[str, str] | None = None
 ) -> dict[str, Any]:
     """Task body of train: fit, log and register the candidate; return run id and version."""
-    from tabular_mlops import registry, tracking
+    from tabular_mlops import registry, signing, tracking
     from tabular_mlops.training import train_candidate
 
     config = get_model_config(model)
@@ -50,6 +50,9 @@ def train(
             origin,
         )
         if earlier is not None:  # a retry after a lost worker: keep the one version
+            name = tracking.registered_name(config.model.registered_name)
+            if not signing.is_signed(name, earlier[1]):  # the lost try died between register and sign
+                signing.sign(name, earlier[1])
             return {"run_id": earlier[0], "version": earlier[1], "seconds": 0.0, "resumed": True}
     result = train_candidate(config, Path(interim_dir), Path(features_path), origin=origin)
     return {"run_id": result.run_id, "version": result.version, "seconds": result.seconds}

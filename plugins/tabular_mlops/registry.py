@@ -103,6 +103,14 @@ def _record(client: Any, move: AliasMove) -> None:
     client.set_registered_model_tag(move.model, f"{AUDIT_PREFIX}{move.at}", text)
 
 
+def _check_made_here(name: str, version: str, action: str) -> None:
+    """RegistryError unless the version's artifacts verify against this bundle's signature."""
+    try:
+        signing.verify_version(name, version)
+    except signing.SignatureError as exc:
+        raise RegistryError(f"refusing to {action}: {exc}") from None
+
+
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
 
@@ -113,10 +121,7 @@ def promote(
     """Point production at `version`, keep the replaced one under previous, and record the move."""
     client = tracking.configure()
     client.get_model_version(name, str(version))  # raises when the version does not exist
-    try:  # a version this bundle did not make never becomes production
-        signing.check_signed(name, str(version))
-    except signing.SignatureError as exc:
-        raise RegistryError(f"refusing to promote: {exc}") from None
+    _check_made_here(name, str(version), "promote")
     current = alias_version(name, PRODUCTION)
     if current == str(version):
         raise RegistryError(f"{name}: version {version} is already in production")
@@ -136,6 +141,7 @@ def rollback(name: str, who: str, reason: str = "") -> AliasMove:
     before = alias_version(name, PREVIOUS)
     if before is None or current is None:
         raise RegistryError(f"{name}: nothing to roll back to (production={current}, previous={before})")
+    _check_made_here(name, before, "roll back")  # anyone with EDIT can point `previous` anywhere
     client.set_registered_model_alias(name, PRODUCTION, before)
     client.set_registered_model_alias(name, PREVIOUS, current)
     move = AliasMove(name, "rollback", current, before, who, _now(), reason or "rollback")

@@ -100,7 +100,14 @@ def checked_location(config: ModelConfig, name: str, value: str) -> str:
     storage.ForbiddenLocation names `name`, the value and the roots otherwise; Params can be set
     through the REST API and the CLI, so the form's pattern is not enough on its own.
     """
-    return storage.check_allowed(name, value, allowed_roots(config))
+    roots = allowed_roots(config)
+    location = storage.check_allowed(name, value, roots)
+    # The run stages beside its output, so an output that is a root itself would stage outside it.
+    if name.lstrip("-") == "output" and location in {storage.canonical_location(r) for r in roots}:
+        raise storage.ForbiddenLocation(
+            f"{name}={value!r} is an allowed root itself: the output must be a folder under it"
+        )
+    return location
 
 
 def staging_location(output: str, run_id: str) -> str:

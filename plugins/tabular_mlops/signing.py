@@ -2,8 +2,10 @@
 
 A registered version is a pickle plus code that runs when it is loaded, so whoever can write to the
 registry could otherwise run code on every worker and serving process. Training signs what it
-registers: an HMAC-SHA256, keyed by `MLOPS_MODEL_SIGNING_KEY`, over the registered name and the
+registers: an HMAC-SHA256, keyed by `MLOPS_MODEL_SIGNING_KEY`, over the registered name, the version
+number, its training run id (whose golden records and reference data consumers trust) and the
 SHA-256 of every file of the version's model artifacts, kept as the version tag `mlops.signature`.
+Copying a signature onto another version, even one made from the same artifacts, does not verify.
 Every consumer (the gate, batch scoring, monitoring, serving) downloads the artifacts, checks the
 signature over exactly the bytes it downloaded, and only then unpickles them (`load_verified`).
 
@@ -22,6 +24,7 @@ import logging
 import os
 import re
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,19 +117,33 @@ def artifact_digests(folder: Path) -> dict[str, str]:
     return digests
 
 
-def _mac(key: bytes, name: str, digests: dict[str, str]) -> str:
-    message = json.dumps({"scheme": _SCHEME, "registered_name": name, "files": digests}, sort_keys=True)
-    return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
+@dataclass(frozen=True)
+class Signed:
+    """What a signature binds: the version's identity and its artifacts' digests."""
+
+    name: str
+    version: str
+    run_id: str
+    digests: dict[str, str]
+
+    def message(self) -> bytes:
+        """The canonical bytes the HMAC is computed over."""
+        fields = {"scheme": _SCHEME, "registered_name": self.name, "version": str(self.version)}
+        return json.dumps({**fields, "run_id": self.run_id, "files": self.digests}, sort_keys=True).encode()
 
 
-def signature(key: bytes, name: str, digests: dict[str, str]) -> str:
-    """The tag value: scheme, key id and the HMAC over the name and the artifact digests."""
-    return f"{_SCHEME}:{key_id(key)}:{_mac(key, name, digests)}"
+def _mac(key: bytes, signed: Signed) -> str:
+    return hmac.new(key, signed.message(), hashlib.sha256).hexdigest()
 
 
-def verify(keys: SigningKeys, name: str, version: str, tag: str | None, digests: dict[str, str]) -> str:
+def signature(key: bytes, signed: Signed) -> str:
+    """The tag value: scheme, key id and the HMAC over the version's identity and artifact digests."""
+    return f"{_SCHEME}:{key_id(key)}:{_mac(key, signed)}"
+
+
+def verify(keys: SigningKeys, signed: Signed, tag: str | None) -> str:
     """Check a version's tag against its downloaded artifacts; return the key id that signed it."""
-    what = f"{name} version {version}"
+    what = f"{signed.name} version {signed.version}"
     if not tag:
         raise SignatureError(f"{what} is not signed (no {SIGNATURE_TAG} tag): this bundle did not make it")
     parsed = _TAG_PATTERN.fullmatch(tag)
@@ -135,7 +152,7 @@ def verify(keys: SigningKeys, name: str, version: str, tag: str | None, digests:
     key = next((k for k in keys.verifying if key_id(k) == parsed["key_id"]), None)
     if key is None:
         raise SignatureError(f"{what} is signed with key {parsed['key_id']}, which is not configured here")
-    if not hmac.compare_digest(_mac(key, name, digests), parsed["mac"]):
+    if not hmac.compare_digest(_mac(key, signed), parsed["mac"]):
         raise SignatureError(f"{what}: its artifacts changed after signing (signature does not match)")
     return parsed["key_id"]
 
@@ -148,10 +165,24 @@ def _download(name: str, version: str, into: Path) -> Path:
     return Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=str(into)))
 
 
-def _downloaded_digests(name: str, version: str) -> dict[str, str]:
-    """Digests of the version's artifacts as they download now (the download is then removed)."""
+def _facts(name: str, version: str) -> tuple[str | None, str]:
+    """(signature tag, training run id) of a version as the registry holds it."""
+    details = tracking.configure().get_model_version(name, str(version))
+    return details.tags.get(SIGNATURE_TAG), str(details.run_id or "")
+
+
+def _downloaded(name: str, version: str) -> tuple[str | None, Signed]:
+    """The version's tag, and what it must sign, from the artifacts as they download now."""
+    tag, run_id = _facts(name, version)
     with tempfile.TemporaryDirectory(prefix="mlops-sign-") as scratch:
-        return artifact_digests(_download(name, version, Path(scratch)))
+        digests = artifact_digests(_download(name, version, Path(scratch)))
+    return tag, Signed(name, str(version), run_id, digests)
+
+
+def _write(key: bytes, signed: Signed) -> str:
+    tag = signature(key, signed)
+    tracking.configure().set_model_version_tag(signed.name, signed.version, SIGNATURE_TAG, tag)
+    return tag
 
 
 def sign(name: str, version: str) -> str | None:
@@ -160,17 +191,17 @@ def sign(name: str, version: str) -> str | None:
     if keys.current is None:
         log.warning("%s version %s registered UNSIGNED: %s is not set", name, version, KEY_ENV)
         return None
-    tag = signature(keys.current, name, _downloaded_digests(name, version))
-    tracking.configure().set_model_version_tag(name, str(version), SIGNATURE_TAG, tag)
-    return tag
+    return _write(keys.current, _downloaded(name, version)[1])
 
 
-def verify_version(name: str, version: str) -> str:
-    """Check a registered version without loading it; return the id of the key that signed it."""
+def verify_version(name: str, version: str) -> str | None:
+    """Check a registered version without loading it; the signing key's id (None: no key, unchecked)."""
     keys = signing_keys()
     if not keys.configured:
-        raise SignatureError(f"{KEY_ENV} is not set: there is no key to check {name} version {version} with")
-    return verify(keys, name, version, version_tag(name, version), _downloaded_digests(name, version))
+        log.warning(UNVERIFIED_WARNING.format(what=f"{name} version {version}"))
+        return None
+    tag, signed = _downloaded(name, version)
+    return verify(keys, signed, tag)
 
 
 def resign(name: str, version: str) -> str:
@@ -178,16 +209,14 @@ def resign(name: str, version: str) -> str:
     keys = signing_keys()
     if keys.current is None:
         raise SignatureError(f"{KEY_ENV} is not set: there is no key to sign {name} version {version} with")
-    digests = _downloaded_digests(name, version)
-    verify(keys, name, version, version_tag(name, version), digests)
-    tag = signature(keys.current, name, digests)
-    tracking.configure().set_model_version_tag(name, str(version), SIGNATURE_TAG, tag)
-    return tag
+    tag, signed = _downloaded(name, version)
+    verify(keys, signed, tag)
+    return _write(keys.current, signed)
 
 
-def version_tag(name: str, version: str) -> str | None:
-    """The signature tag of a version as the registry holds it."""
-    return tracking.configure().get_model_version(name, str(version)).tags.get(SIGNATURE_TAG)
+def is_signed(name: str, version: str) -> bool:
+    """True when the version carries a signature tag (of any key; not verified)."""
+    return bool(_facts(name, version)[0])
 
 
 def check_signed(name: str, version: str) -> None:
@@ -195,10 +224,10 @@ def check_signed(name: str, version: str) -> None:
     keys = signing_keys()
     if not keys.configured:
         return
-    tag = version_tag(name, version)
+    tag, run_id = _facts(name, version)
     parsed = _TAG_PATTERN.fullmatch(tag or "")
     if parsed is None or parsed["key_id"] not in {key_id(k) for k in keys.verifying}:
-        verify(keys, name, version, tag, {})  # raises with the precise reason
+        verify(keys, Signed(name, str(version), run_id, {}), tag)  # raises with the precise reason
 
 
 def load_verified(name: str, version: str) -> Any:
@@ -207,13 +236,18 @@ def load_verified(name: str, version: str) -> Any:
 
     keys = signing_keys()
     scratch = Path(tempfile.mkdtemp(prefix="mlops-model-"))
+    path_before = list(sys.path)
     try:
         local = _download(name, str(version), scratch)
         if keys.configured:
-            verify(keys, name, str(version), version_tag(name, version), artifact_digests(local))
+            tag, run_id = _facts(name, version)
+            verify(keys, Signed(name, str(version), run_id, artifact_digests(local)), tag)
         else:
             log.warning(UNVERIFIED_WARNING.format(what=f"{name} version {version}"))
         return mlflow.pyfunc.load_model(str(local))
     finally:
         # Loading is complete here: the pickle is in memory and the package is already imported.
+        # MLflow put the version's code/ folder first on sys.path; it is about to be deleted, and a
+        # stale entry under /tmp is a place another user could plant a module.
+        sys.path[:] = path_before
         shutil.rmtree(scratch, ignore_errors=True)

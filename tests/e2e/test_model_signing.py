@@ -170,6 +170,13 @@ def test_a_copied_signature_or_changed_bytes_are_refused_before_unpickling(
     with pytest.raises(ScoringError, match=f"version {foreign}: its artifacts changed after signing"):
         load_pinned(PinnedModel(name, foreign))
 
+    # The good version's own artifacts registered again (a replay) with its tag copied: refused too.
+    source = client.get_model_version(name, good).source
+    replay = str(client.create_model_version(name, source, run_id=None).version)
+    client.set_model_version_tag(name, replay, signing.SIGNATURE_TAG, copied)
+    with pytest.raises(ScoringError, match=f"version {replay}: its artifacts changed after signing"):
+        load_pinned(PinnedModel(name, replay))
+
     # Signed by the key holder, then one byte of the pickle changed in the artifact store.
     signing.sign(name, foreign)
     model_id = client.get_model_version(name, foreign).source.removeprefix("models:/")

@@ -234,6 +234,10 @@ def test_allowed_locations_come_from_the_config_and_are_checked_there(
     assert checked_location(config, "output", "s3://exports/scores/churn") == "s3://exports/scores/churn"
     with pytest.raises(storage.ForbiddenLocation, match="output='s3://exports/other'"):
         checked_location(config, "output", "s3://exports/other")
+    # A root itself is no output: the run would stage beside it, outside every root.
+    with pytest.raises(storage.ForbiddenLocation, match="is an allowed root itself"):
+        checked_location(config, "--output", "s3://exports/scores/")
+    assert checked_location(config, "input", "s3://exports/scores") == "s3://exports/scores"
     defaults["scoring"]["allowed_locations"] = ["http://example.com/x"]
     (configs / "defaults.yaml").write_text(yaml.safe_dump(defaults))
     with pytest.raises(ConfigError, match=r"scoring.allowed_locations: .*only s3:// URIs and local paths"):

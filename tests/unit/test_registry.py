@@ -37,6 +37,19 @@ def test_an_unsigned_version_is_never_promoted(model: str) -> None:
     assert registry.alias_version(model, registry.PRODUCTION) is None
 
 
+def test_rollback_refuses_a_previous_alias_pointed_at_an_unsigned_version(model: str) -> None:
+    from mlflow import MlflowClient
+
+    registry.promote(model, "1", "cli:a@h")
+    registry.promote(model, "3", "cli:a@h")
+    client = MlflowClient()
+    client.delete_model_version_tag(model, "2", signing.SIGNATURE_TAG)
+    client.set_registered_model_alias(model, registry.PREVIOUS, "2")  # anyone with EDIT can
+    with pytest.raises(registry.RegistryError, match="refusing to roll back: demo-classifier version 2"):
+        registry.rollback(model, "cli:a@h")
+    assert registry.alias_version(model, registry.PRODUCTION) == "3"
+
+
 def test_promote_keeps_the_replaced_version_as_previous(model: str) -> None:
     registry.promote(model, "1", "cli:test@host")
     assert registry.alias_version(model, registry.PRODUCTION) == "1"

@@ -12,15 +12,21 @@ KEY = b"k" * 32
 DIGESTS = {"MLmodel": "a" * 64, "python_model.pkl": "b" * 64, "code/tabular_mlops/x.py": "c" * 64}
 
 
+def _signed(
+    name: str = "churn", version: str = "3", run_id: str = "r1", digests: dict[str, str] = DIGESTS
+) -> signing.Signed:
+    return signing.Signed(name, version, run_id, digests)
+
+
 def _keys(*keys: bytes) -> signing.SigningKeys:
     return signing.SigningKeys(keys[0] if keys else None, tuple(keys))
 
 
 def test_a_signature_verifies_and_names_its_key() -> None:
-    tag = signing.signature(KEY, "churn", DIGESTS)
+    tag = signing.signature(KEY, _signed())
     assert tag.startswith("hmac-sha256:v1:") and signing.key_id(KEY) in tag
     assert KEY.decode() not in tag
-    assert signing.verify(_keys(KEY), "churn", "3", tag, DIGESTS) == signing.key_id(KEY)
+    assert signing.verify(_keys(KEY), _signed(), tag) == signing.key_id(KEY)
 
 
 @pytest.mark.parametrize(
@@ -31,18 +37,24 @@ def test_a_signature_verifies_and_names_its_key() -> None:
     ],
 )
 def test_changed_or_added_artifacts_are_refused(change: dict[str, str]) -> None:
-    tag = signing.signature(KEY, "churn", DIGESTS)
+    tag = signing.signature(KEY, _signed())
     with pytest.raises(signing.SignatureError, match="churn version 3: its artifacts changed"):
-        signing.verify(_keys(KEY), "churn", "3", tag, {**DIGESTS, **change})
+        signing.verify(_keys(KEY), _signed(digests={**DIGESTS, **change}), tag)
 
 
-def test_a_removed_artifact_and_another_models_signature_are_refused() -> None:
-    tag = signing.signature(KEY, "churn", DIGESTS)
+def test_a_removed_artifact_and_a_signature_replayed_elsewhere_are_refused() -> None:
+    tag = signing.signature(KEY, _signed())
     fewer = {k: v for k, v in DIGESTS.items() if k != "MLmodel"}
     with pytest.raises(signing.SignatureError, match="artifacts changed"):
-        signing.verify(_keys(KEY), "churn", "3", tag, fewer)
+        signing.verify(_keys(KEY), _signed(digests=fewer), tag)
     with pytest.raises(signing.SignatureError, match="credit_risk version 3: its artifacts changed"):
-        signing.verify(_keys(KEY), "credit_risk", "3", tag, DIGESTS)
+        signing.verify(_keys(KEY), _signed(name="credit_risk"), tag)
+    # The same artifacts registered again as a new version (a refused candidate replayed), or
+    # pointed at another run's golden records and reference data: the copied tag does not verify.
+    with pytest.raises(signing.SignatureError, match="churn version 9: its artifacts changed"):
+        signing.verify(_keys(KEY), _signed(version="9"), tag)
+    with pytest.raises(signing.SignatureError, match="churn version 3: its artifacts changed"):
+        signing.verify(_keys(KEY), _signed(run_id="someone-elses-run"), tag)
 
 
 @pytest.mark.parametrize(
@@ -57,15 +69,15 @@ def test_a_removed_artifact_and_another_models_signature_are_refused() -> None:
 )
 def test_missing_and_malformed_tags_are_refused(tag: str | None, reason: str) -> None:
     with pytest.raises(signing.SignatureError, match=reason):
-        signing.verify(_keys(KEY), "churn", "7", tag, DIGESTS)
+        signing.verify(_keys(KEY), _signed(version="7"), tag)
 
 
 def test_a_signature_by_an_unknown_key_is_refused_and_previous_keys_verify() -> None:
     old, new = b"o" * 32, b"n" * 32
-    tag = signing.signature(old, "churn", DIGESTS)
+    tag = signing.signature(old, _signed())
     with pytest.raises(signing.SignatureError, match=f"key {signing.key_id(old)}, which is not configured"):
-        signing.verify(_keys(new), "churn", "1", tag, DIGESTS)
-    assert signing.verify(_keys(new, old), "churn", "1", tag, DIGESTS) == signing.key_id(old)
+        signing.verify(_keys(new), _signed(), tag)
+    assert signing.verify(_keys(new, old), _signed(), tag) == signing.key_id(old)
 
 
 def test_keys_come_from_the_environment_first_then_the_airflow_connection(
