@@ -31,6 +31,8 @@ AIRFLOW_SERVICES = {
 ONE_SHOT = {"airflow-init", "minio-create-buckets", "mlflow-registry-access"}
 SECRETS = {
     "POSTGRES_PASSWORD",
+    "AIRFLOW_DB_PASSWORD",
+    "MLFLOW_DB_PASSWORD",
     "AIRFLOW_FERNET_KEY",
     "AIRFLOW_JWT_SECRET",
     "AIRFLOW_ADMIN_PASSWORD",
@@ -404,11 +406,27 @@ def test_dockerfile_installs_the_lock_and_runs_as_non_root() -> None:
 # --- 6. wiring: connections, MLflow, serving ---
 
 
+def _init_mount(compose: dict) -> tuple[Path, str]:
+    """The one init script mounted into the postgres image's docker-entrypoint-initdb.d, and where."""
+    mounts = [
+        m.split(":")
+        for m in compose["services"]["postgres"]["volumes"]
+        if "/docker-entrypoint-initdb.d/" in m
+    ]
+    assert len(mounts) == 1, mounts
+    return PROJECT_DIR / mounts[0][0], mounts[0][1]
+
+
+def _init_script(compose: dict) -> str:
+    return _init_mount(compose)[0].read_text()
+
+
 def _airflow_env(compose: dict) -> dict[str, str]:
+    """The worker's environment (where tasks run), after checking the shared keys match everywhere."""
     envs = [compose["services"][name]["environment"] for name in sorted(AIRFLOW_SERVICES)]
     keys = ("AIRFLOW_CONN_AWS_DEFAULT", "AIRFLOW_CONN_SMTP_DEFAULT", "MLFLOW_TRACKING_URI")
     assert all({k: env[k] for k in keys} == {k: envs[0][k] for k in keys} for env in envs)
-    return envs[0]
+    return compose["services"]["airflow-worker"]["environment"]
 
 
 def test_connections_default_to_minio_and_mailpit(compose: dict, example: dict[str, str]) -> None:
@@ -441,12 +459,10 @@ def test_mlflow_stores_runs_in_its_own_postgres_database_and_artifacts_in_minio(
     airflow_db = urlsplit(_airflow_env(compose)["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
     assert store.scheme.startswith("postgresql") and store.hostname == "postgres"
     assert store.path != airflow_db.path and airflow_db.hostname == "postgres"
-    init_sql = "".join(
-        (PROJECT_DIR / mount.split(":")[0]).read_text()
-        for mount in services["postgres"]["volumes"]
-        if "/docker-entrypoint-initdb.d/" in mount
+    init_sql = _init_script(compose)
+    assert re.search(
+        rf"CREATE DATABASE {re.escape(store.path.lstrip('/'))} OWNER {store.username}'", init_sql
     )
-    assert re.search(rf"CREATE DATABASE {re.escape(store.path.lstrip('/'))};", init_sql, re.I)
     command = mlflow["command"]
     assert "--serve-artifacts" in command
     destination = next(arg.split("=")[1] for arg in command if arg.startswith("--artifacts-destination="))
@@ -495,17 +511,59 @@ def _security_findings(compose: dict, env: Mapping[str, str]) -> list[str]:
             findings.append(f"{name} does not run the FAB auth manager")
         if any(key.startswith("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER") for key in airflow):
             findings.append(f"{name} still configures the simple auth manager")
-        if not airflow.get("MLOPS_MODEL_SIGNING_KEY"):
-            findings.append(f"{name} gets no MLOPS_MODEL_SIGNING_KEY")
-    root = {env.get("MINIO_ROOT_PASSWORD", "")} - {""}
-    for name, service in services.items():
-        if name not in ROOT_ONLY and root & {
-            s for text in _strings(service) for s in re.split(r"[:@/]", text)
-        }:
-            findings.append(f"{name} holds the MinIO root password")
     aws = urlsplit(_airflow_env(compose)["AIRFLOW_CONN_AWS_DEFAULT"])
     if aws.username == env.get("MINIO_ROOT_USER"):
         findings.append("aws_default logs in as the MinIO root user")
+    return findings + _credential_findings(compose, env) + _argv_secret_findings(compose)
+
+
+# Which services may hold each secret (its value, as it appears in any string of the service).
+HOLDERS = {
+    "MINIO_ROOT_PASSWORD": ("MinIO root password", ROOT_ONLY),
+    "POSTGRES_PASSWORD": ("Postgres superuser password", {"postgres"}),
+    "MLFLOW_DB_PASSWORD": ("mlflow database password", {"postgres", "mlflow"}),
+    "AIRFLOW_DB_PASSWORD": ("airflow database password", {"postgres"} | AIRFLOW_SERVICES),
+    "MLFLOW_WORKERS_PASSWORD": ("workers' MLflow password", {"airflow-worker", "mlflow-registry-access"}),
+    "MLOPS_MODEL_SIGNING_KEY": ("model signing key", {"airflow-worker", "serving"}),
+}
+DB_ROLES = {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "airflow", "AIRFLOW__CELERY__RESULT_BACKEND": "airflow"}
+
+
+def _credential_findings(compose: dict, env: Mapping[str, str]) -> list[str]:
+    """Each secret only where it is needed; each database URI as its application's own role."""
+    services, findings = compose["services"], []
+    for secret, (label, allowed) in HOLDERS.items():
+        value = env.get(secret, "")
+        for name, service in services.items():
+            tokens = {s for text in _strings(service) for s in re.split(r"[:@/]", text)}
+            if value and name not in allowed and value in tokens:
+                findings.append(f"{name} holds the {label}")
+    if not services["airflow-worker"]["environment"].get("MLOPS_MODEL_SIGNING_KEY"):
+        findings.append("airflow-worker gets no MLOPS_MODEL_SIGNING_KEY")
+    uris = [(name, key, role) for name in sorted(AIRFLOW_SERVICES) for key, role in DB_ROLES.items()]
+    uris += [("mlflow", key, "mlflow") for key in ("MLFLOW_BACKEND_STORE_URI", "MLFLOW_AUTH_DATABASE_URI")]
+    for name, key, role in uris:
+        user = urlsplit(services[name]["environment"][key]).username
+        if user != role or user == env.get("POSTGRES_USER"):
+            findings.append(f"{name} connects to Postgres as {user}, not the {role} role")
+    return findings
+
+
+# A secret named on a command line is visible to anyone who can run `ps` (or read /proc) on the host.
+_SECRET_REF = re.compile(r"\$\{?([A-Z][A-Z0-9_]*(?:PASSWORD|SECRET|KEY)S?)\b")
+_FROM_STDIN = "printf '%s\\n' \""
+
+
+def _argv_secret_findings(compose: dict) -> list[str]:
+    """A secret may reach a one-shot job's commands only through stdin (a builtin printf into a pipe)."""
+    findings = []
+    for name in sorted(ONE_SHOT):
+        script = " ".join(compose["services"][name].get("command", []))
+        for ref in _SECRET_REF.finditer(script):
+            if not script[: ref.start()].endswith(_FROM_STDIN):
+                findings.append(f"{name} passes {ref.group(1)} as an argument")
+        if re.search(r"--password\b|\bmc alias set\b", script):
+            findings.append(f"{name} puts a password on a command line")
     return findings
 
 
@@ -581,8 +639,7 @@ def test_mlflow_auth_config_comes_from_the_environment_with_no_default_permissio
     store = urlsplit(mlflow["MLFLOW_BACKEND_STORE_URI"]).path
     auth = urlsplit(mlflow["MLFLOW_AUTH_DATABASE_URI"]).path
     assert auth != store
-    init_sql = (PROJECT_DIR / "docker" / "postgres" / "create-mlflow-db.sql").read_text()
-    assert re.search(rf"CREATE DATABASE {re.escape(auth.lstrip('/'))};", init_sql, re.I)
+    assert re.search(rf"CREATE DATABASE {re.escape(auth.lstrip('/'))} OWNER mlflow'", _init_script(compose))
     assert mlflow["MLFLOW_BASIC_AUTH_FAIL_CLOSED"] == "true" and mlflow["MLFLOW_FLASK_SERVER_SECRET_KEY"]
     assert "entrypoint.sh" in (PROJECT_DIR / "docker" / "mlflow" / "Dockerfile").read_text()
 
@@ -618,8 +675,18 @@ def test_mlflow_clients_log_in_as_their_own_least_privilege_users(
 def test_airflow_init_creates_the_fab_admin_from_env(compose: dict) -> None:
     init = compose["services"]["airflow-init"]
     script = " ".join(init["command"])
-    assert "airflow db migrate" in script and "airflow users create --role Admin" in script
-    assert '--password "${AIRFLOW_ADMIN_PASSWORD}"' in script and "airflow users reset-password" in script
+    assert "airflow db migrate" in script and "airflow fab-db migrate" in script
+    # The CLI's own users create / reset-password, parsed as the CLI does, the password set from the
+    # environment after parsing: it is never an argument.
+    code = re.search(r"^python - <<'PY'\n(.*?)^PY$", init["command"][0], re.S | re.M)
+    assert code, "the admin is set by the Python snippet"
+    compile(code.group(1), "airflow-init", "exec")  # valid Python once YAML has stripped the indent
+    assert '"users", "create", "--role", "Admin"' in code.group(
+        1
+    ) and '"users", "reset-password"' in code.group(1)
+    assert 'args.password = os.environ["AIRFLOW_ADMIN_PASSWORD"]' in code.group(
+        1
+    ) and "args.func(args)" in code.group(1)
     assert init["environment"]["AIRFLOW_ADMIN_PASSWORD"]
     mounts = [m for name in AIRFLOW_SERVICES for m in compose["services"][name].get("volumes", [])]
     assert not [m for m in mounts if "auth" in m.split(":")[0]], "the simple auth manager's passwords volume"
@@ -631,11 +698,259 @@ def test_each_minio_user_is_limited_to_its_bucket(compose: dict, example: dict[s
     mount = next(m for m in job["volumes"] if m.endswith(":/policies:ro"))
     for bucket, user in (("lake", "MINIO_LAKE_USER"), ("mlflow", "MINIO_MLFLOW_USER")):
         policy = json.loads((PROJECT_DIR / mount.split(":")[0] / f"{bucket}-rw.json").read_text())
-        resources = {r for statement in policy["Statement"] for r in statement["Resource"]}
-        assert resources == {f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"}, bucket
-        assert all(statement["Effect"] == "Allow" for statement in policy["Statement"])
+        assert _policy_findings(policy, bucket) == []
         assert f"mc admin policy create stack {bucket}-rw /policies/{bucket}-rw.json" in script
-        assert f'mc admin user add stack "${user}"' in script
+        # The secret key on stdin: mc reads it when the command names only the access key.
+        password = user.replace("_USER", "_PASSWORD")
+        assert f'printf \'%s\\n\' "${password}" | mc admin user add stack "${user}" &&' in script
         assert f'mc admin policy attach stack {bucket}-rw --user "${user}"' in script
     mlflow = compose["services"]["mlflow"]["environment"]
     assert mlflow["AWS_ACCESS_KEY_ID"] == example["MINIO_MLFLOW_USER"] != example["MINIO_ROOT_USER"]
+    # mc's alias from its environment (MC_HOST_<alias>), not `mc alias set` with the root password.
+    root = f"http://{example['MINIO_ROOT_USER']}:{example['MINIO_ROOT_PASSWORD']}@minio:9000"
+    assert job["environment"]["MC_HOST_stack"] == root and "mc alias" not in script
+
+
+# --- 8. Postgres: one non-superuser role per application, each database open to its owner only ---
+
+DATABASES = {"airflow": "airflow", "mlflow": "mlflow", "mlflow_auth": "mlflow"}  # database -> owner
+DB_PASSWORDS = {"airflow": "AIRFLOW_DB_PASSWORD", "mlflow": "MLFLOW_DB_PASSWORD"}  # role -> env variable
+
+
+def _init_findings(script: str) -> list[str]:
+    """Every rule of the roles script the text breaks (empty: none)."""
+    findings = []
+    if re.search(r"(?<!NO)SUPERUSER|\bCREATEDB\b|\bCREATEROLE\b", script.replace("NOCREATE", "")):
+        findings.append("a role may be a superuser or create databases or roles")
+    for role, variable in DB_PASSWORDS.items():
+        if not re.search(rf"ALTER ROLE {role} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE\b", script):
+            findings.append(f"{role} is not made a plain login role")
+        var = f"{role}_password"
+        if f"\\getenv {var} {variable}\n" not in script or f"PASSWORD :'{var}';" not in script:
+            findings.append(f"{role}'s password is not a quoted psql variable from {variable}")
+        # Outside the required-variable check the shell never expands a password (quoted heredoc).
+        expanded = [line for line in script.splitlines() if re.search(rf"\$\{{?{variable}\b", line)]
+        if expanded != [f': "${{{variable}:?set {variable} in .env}}"']:
+            findings.append(f"the shell expands {variable}")
+    if "<<'SQL'" not in script:
+        findings.append("the SQL heredoc is not quoted")
+    for db, owner in DATABASES.items():
+        if not re.search(rf"CREATE DATABASE {db} OWNER {owner}'", script):
+            findings.append(f"{db} is not created for {owner}")
+        if f"ALTER DATABASE {db} OWNER TO {owner};" not in script:
+            findings.append(f"{db} is not handed to {owner}")
+        if not re.search(rf"REVOKE CONNECT\b[^;]* ON DATABASE {db} FROM PUBLIC;", script):
+            findings.append(f"PUBLIC may connect to {db}")
+        grantees = re.findall(rf"GRANT [^;]* ON DATABASE {db} TO (\w+);", script)
+        if grantees != [owner]:
+            findings.append(f"{db} admits {grantees}, not only {owner}")
+    return findings
+
+
+def test_postgres_gives_each_application_its_own_role_and_databases(compose: dict) -> None:
+    path, target = _init_mount(compose)
+    script = path.read_text()
+    assert _init_findings(script) == []
+    # The image executes an executable *.sh (bash, from the shebang); the roles exist before the TCP
+    # listener (the health check) comes up.
+    assert target.endswith(".sh") and os.access(path, os.X_OK) and script.startswith("#!/usr/bin/env bash\n")
+    env = compose["services"]["postgres"]["environment"]
+    assert env["POSTGRES_USER"] not in DB_PASSWORDS, "the superuser must not be an application role"
+    assert "pg_isready -h 127.0.0.1" in " ".join(compose["services"]["postgres"]["healthcheck"]["test"])
+    for role, variable in DB_PASSWORDS.items():
+        name = "mlflow" if role == "mlflow" else "airflow-worker"
+        uri = next(
+            v
+            for k, v in compose["services"][name]["environment"].items()
+            if k in DB_ROLES or "URI" in k and v.startswith("postgresql")
+        )
+        assert urlsplit(uri).password == env[variable], role  # the role's password reaches the script
+
+
+def test_each_roles_rule_catches_its_breach(compose: dict) -> None:
+    script = _init_script(compose)
+    cases = {
+        "a role may be a superuser or create databases or roles": script.replace(
+            "NOSUPERUSER", "SUPERUSER", 1
+        ),
+        "mlflow is not made a plain login role": script.replace(
+            "ALTER ROLE mlflow WITH", "ALTER ROLE mlflow"
+        ),
+        "airflow's password is not a quoted psql variable from AIRFLOW_DB_PASSWORD": script.replace(
+            "PASSWORD :'airflow_password';", "PASSWORD '$AIRFLOW_DB_PASSWORD';"
+        ),
+        "the shell expands AIRFLOW_DB_PASSWORD": script.replace("<<'SQL'", "<<SQL").replace(
+            ":'airflow_password'", "'$AIRFLOW_DB_PASSWORD'"
+        ),
+        "the SQL heredoc is not quoted": script.replace("<<'SQL'", "<<SQL"),
+        "mlflow_auth is not created for mlflow": script.replace("mlflow_auth OWNER mlflow'", "mlflow_auth'"),
+        "PUBLIC may connect to mlflow_auth": script.replace(
+            "REVOKE CONNECT, TEMPORARY ON DATABASE mlflow_auth FROM PUBLIC;\n", ""
+        ),
+        "mlflow_auth admits ['mlflow', 'airflow'], not only mlflow": script
+        + "GRANT CONNECT ON DATABASE mlflow_auth TO airflow;\n",
+    }
+    for finding, text in cases.items():
+        assert finding in _init_findings(text), finding
+
+
+def _run_init_script(tmp_path: Path, compose: dict) -> tuple[str, str]:
+    """Run the roles script with a stand-in `psql` that records its arguments and the SQL it is fed."""
+    fake = tmp_path / "bin" / "psql"
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\necho "args: $*"\ncat\n')
+    fake.chmod(0o755)
+    env = {
+        k: compose["services"]["postgres"]["environment"][k]
+        for k in ("POSTGRES_USER", *DB_PASSWORDS.values())
+    }
+    env["MLFLOW_DB_PASSWORD"] = "p$(touch pwned)'; DROP ROLE x; --"  # quotes, $( ) and ; are data
+    result = subprocess.run(
+        ["/bin/bash", str(_init_mount(compose)[0])],
+        env={"PATH": f"{fake.parent}:/usr/bin:/bin", **env},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout, env["MLFLOW_DB_PASSWORD"]
+
+
+def test_the_roles_script_keeps_passwords_off_argv_and_out_of_the_sql_text(
+    compose: dict, tmp_path: Path
+) -> None:
+    out, hostile = _run_init_script(tmp_path, compose)
+    args = out.splitlines()[0]
+    assert args.startswith("args: --no-psqlrc -v ON_ERROR_STOP=1 --username") and "postgres" in args
+    passwords = [compose["services"]["postgres"]["environment"]["AIRFLOW_DB_PASSWORD"], hostile]
+    assert [p for p in passwords if p in out] == [], "a password on psql's argv or in its SQL"
+    assert "\\getenv mlflow_password MLFLOW_DB_PASSWORD" in out and not (tmp_path / "pwned").exists()
+
+
+def test_the_roles_script_refuses_to_run_without_the_passwords(compose: dict, tmp_path: Path) -> None:
+    result = subprocess.run(
+        ["/bin/bash", str(_init_mount(compose)[0])],
+        env={"PATH": "/usr/bin:/bin", "POSTGRES_USER": "postgres", "AIRFLOW_DB_PASSWORD": "x"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode != 0 and "set MLFLOW_DB_PASSWORD in .env" in result.stderr
+
+
+# --- 9. credentials where they are needed, secrets off command lines, bucket-scoped MinIO policies ---
+
+
+def test_only_the_worker_holds_the_task_credentials(compose: dict) -> None:
+    task_only = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLOPS_MODEL_SIGNING_KEY")
+    for name in sorted(AIRFLOW_SERVICES - {"airflow-worker"}):
+        env = compose["services"][name]["environment"]
+        assert not set(task_only) & set(env), name
+        assert "MLOPS_MODEL_SIGNING_PREVIOUS_KEYS" not in env, name
+    assert set(task_only) <= set(compose["services"]["airflow-worker"]["environment"])
+
+
+def test_each_credential_rule_catches_its_breach(raw: dict, example: dict[str, str]) -> None:
+    signing = {"MLOPS_MODEL_SIGNING_KEY": "${MLOPS_MODEL_SIGNING_KEY:?required}"}
+    superuser = (
+        "postgresql+psycopg2://${POSTGRES_USER:-postgres}:${POSTGRES_PASSWORD:?x}@postgres/mlflow_auth"
+    )
+    env_with = _mutated  # a service's environment with one key changed
+    cases = {
+        "airflow-scheduler holds the model signing key": _mutated(
+            raw, "x-airflow-common", "environment", signing
+        ),
+        "mlflow holds the Postgres superuser password": env_with(
+            raw,
+            "mlflow",
+            "environment",
+            {**raw["services"]["mlflow"]["environment"], "MLFLOW_AUTH_DATABASE_URI": superuser},
+        ),
+        "mlflow connects to Postgres as postgres, not the mlflow role": env_with(
+            raw,
+            "mlflow",
+            "environment",
+            {**raw["services"]["mlflow"]["environment"], "MLFLOW_AUTH_DATABASE_URI": superuser},
+        ),
+        "airflow-worker holds the mlflow database password": _mutated(
+            raw,
+            "x-airflow-common",
+            "environment",
+            {"X": "mlflow:${MLFLOW_DB_PASSWORD:?x}@postgres/mlflow_auth"},
+        ),
+        "airflow-worker gets no MLOPS_MODEL_SIGNING_KEY": env_with(
+            raw,
+            "airflow-worker",
+            "environment",
+            {k: v for k, v in raw["services"]["airflow-worker"]["environment"].items() if "SIGNING" not in k},
+        ),
+    }
+    for finding, document in cases.items():
+        assert finding in _security_findings(_interpolated(document, example), example), finding
+
+
+def test_each_argv_rule_catches_its_breach(raw: dict, example: dict[str, str]) -> None:
+    buckets = raw["services"]["minio-create-buckets"]["command"][0]
+    init = raw["services"]["airflow-init"]["command"][0]
+    cases = {
+        "minio-create-buckets passes MINIO_LAKE_PASSWORD as an argument": buckets.replace(
+            'printf \'%s\\n\' "$$MINIO_LAKE_PASSWORD" | mc admin user add stack "$$MINIO_LAKE_USER"',
+            'mc admin user add stack "$$MINIO_LAKE_USER" "$$MINIO_LAKE_PASSWORD"',
+        ),
+        "minio-create-buckets puts a password on a command line": buckets.replace(
+            "set -eu", 'set -eu && mc alias set stack http://minio:9000 "$$MINIO_ROOT_USER" "$$U"'
+        ),
+        "airflow-init passes AIRFLOW_ADMIN_PASSWORD as an argument": init
+        + 'airflow users reset-password --username admin --password "$${AIRFLOW_ADMIN_PASSWORD}"\n',
+    }
+    for finding, script in cases.items():
+        name = finding.split()[0]
+        document = _mutated(raw, name, "command", [script])
+        assert script != raw["services"][name]["command"][0], finding
+        assert finding in _security_findings(_interpolated(document, example), example), finding
+
+
+OBJECT_ACTIONS = {
+    "s3:GetObject",
+    "s3:PutObject",
+    "s3:DeleteObject",
+    "s3:AbortMultipartUpload",
+    "s3:ListMultipartUploadParts",
+}
+BUCKET_ACTIONS = {"s3:ListBucket", "s3:GetBucketLocation", "s3:ListBucketMultipartUploads"}
+
+
+def _policy_findings(policy: dict, bucket: str) -> list[str]:
+    """What a bucket user's policy allows beyond objects and listing in its own bucket."""
+    findings = []
+    granted: dict[str, set[str]] = {}
+    for statement in policy["Statement"]:
+        if statement["Effect"] != "Allow" or set(statement) - {"Effect", "Action", "Resource", "Sid"}:
+            findings.append(f"{bucket}: a statement that is not a plain Allow")
+        for resource in statement["Resource"]:
+            granted.setdefault(resource, set()).update(statement["Action"])
+    expected = {f"arn:aws:s3:::{bucket}/*": OBJECT_ACTIONS, f"arn:aws:s3:::{bucket}": BUCKET_ACTIONS}
+    for resource, actions in granted.items():
+        if actions != expected.get(resource):
+            findings.append(f"{bucket}: {sorted(actions)} on {resource}")
+    if set(granted) != set(expected):
+        findings.append(f"{bucket}: resources {sorted(granted)}")
+    return findings
+
+
+def test_each_policy_rule_catches_its_breach() -> None:
+    policy = json.loads((PROJECT_DIR / "docker" / "minio" / "lake-rw.json").read_text())
+    star = json.loads(json.dumps(policy))
+    star["Statement"][1]["Action"] = ["s3:*"]
+    other = json.loads(json.dumps(policy))
+    other["Statement"][0]["Resource"].append("arn:aws:s3:::mlflow/*")
+    lifecycle = json.loads(json.dumps(policy))
+    lifecycle["Statement"][1]["Action"].append("s3:PutLifecycleConfiguration")
+    assert _policy_findings(policy, "lake") == []
+    assert _policy_findings(star, "lake") == ["lake: ['s3:*'] on arn:aws:s3:::lake"]
+    assert (
+        "lake: ['s3:AbortMultipartUpload', 's3:DeleteObject', 's3:GetObject', 's3:ListMultipartUploadParts', "
+        "'s3:PutObject'] on arn:aws:s3:::mlflow/*" in _policy_findings(other, "lake")
+    )
+    assert len(_policy_findings(lifecycle, "lake")) == 1
