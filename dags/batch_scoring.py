@@ -90,8 +90,8 @@ def build_scoring_dag(config: ModelConfig) -> object:
             from airflow.sdk.exceptions import AirflowFailException
             from tabular_mlops.config import get_model_config
             from tabular_mlops.ingest import safe_run_id
-            from tabular_mlops.scoring import checked_location, checked_threshold, partition, staging_location
-            from tabular_mlops.storage import ForbiddenLocation, UnsafeTarget, owned_entries
+            from tabular_mlops.scoring import checked_targets, checked_threshold, partition, staging_location
+            from tabular_mlops.storage import ForbiddenLocation, UnsafeTarget
 
             cfg = get_model_config(config.name)
             params = params or {}
@@ -100,15 +100,15 @@ def build_scoring_dag(config: ModelConfig) -> object:
             when = context.get("logical_date") or context["dag_run"].run_after
             day = when.astimezone(UTC).date()
 
-            def checked(name: str, kind: str) -> str:
+            def given(name: str, kind: str) -> str:
                 # Only an unset Param means the default: "" is refused like any unusable location.
                 value = params.get(name)
-                return checked_location(cfg, name, partition(cfg, kind, day) if value is None else value)
+                return partition(cfg, kind, day) if value is None else value
 
             try:  # again here: the REST API and the CLI set Params without the form's pattern
-                source, output = checked("input", "incoming"), checked("output", "predictions")
-                # Refuse a foreign target before any work; publish checks again before replacing it.
-                owned_entries(output, cfg.data.aws_conn_id)
+                source, output = checked_targets(
+                    cfg, given("input", "incoming"), given("output", "predictions")
+                )
             except (ForbiddenLocation, UnsafeTarget) as exc:
                 raise AirflowFailException(str(exc)) from None
             run = safe_run_id(run_id or "manual")

@@ -48,7 +48,8 @@ _INPUT_ERRORS = (ScoringInputError, FeatureBuildError, ValueError, OverflowError
 def create_app(store: ModelStore | None = None, watch: bool = True) -> FastAPI:
     """The app over a model store (default: every config in the config folder)."""
     limit_registry_retries()
-    if not signing_status()["verified"]:  # also refuses a malformed key before anything loads
+    signing_state = signing_status()  # also refuses a malformed key before anything loads
+    if not signing_state["verified"]:
         log.warning("MODEL SIGNATURES ARE NOT CHECKED: set MLOPS_MODEL_SIGNING_KEY (README, Security)")
     store = store or ModelStore(load_model_configs())
     store.on_load = lambda name, served: VERSION.labels(name).set(float(served.version))
@@ -209,7 +210,7 @@ def create_app(store: ModelStore | None = None, watch: bool = True) -> FastAPI:
             "versions": {n: s.version for n, s in store.served.items()},
             "errors": dict(store.errors),
             "registry": store.registry,
-            "signing": signing_status(),
+            "signing": signing_state,
         }
 
     @app.get("/ready")

@@ -103,11 +103,22 @@ def checked_location(config: ModelConfig, name: str, value: str) -> str:
     roots = allowed_roots(config)
     location = storage.check_allowed(name, value, roots)
     # The run stages beside its output, so an output that is a root itself would stage outside it.
-    if name.lstrip("-") == "output" and location in {storage.canonical_location(r) for r in roots}:
+    if name.lstrip("-") == "output" and location in roots:  # roots are canonical already
         raise storage.ForbiddenLocation(
             f"{name}={value!r} is an allowed root itself: the output must be a folder under it"
         )
     return location
+
+
+def checked_targets(config: ModelConfig, input_location: str, output: str) -> tuple[str, str]:
+    """A run's input and output, canonical and under the allowed roots, with a foreign output refused
+    before any work (publish checks ownership again before it replaces anything)."""
+    source, target = (
+        checked_location(config, "input", input_location),
+        checked_location(config, "output", output),
+    )
+    storage.owned_entries(target, config.data.aws_conn_id)
+    return source, target
 
 
 def staging_location(output: str, run_id: str) -> str:
@@ -617,10 +628,7 @@ def score_partition(
     say = progress or (lambda _m: None)
     started, started_at = time.perf_counter(), datetime.now(UTC)
     run = safe_run_id(run_id or default_run_id())
-    input_location = checked_location(config, "input", input_location)
-    output = checked_location(config, "output", output)
-    # A foreign target is refused before any work; publish checks again before replacing it.
-    storage.owned_entries(output, config.data.aws_conn_id)
+    input_location, output = checked_targets(config, input_location, output)
     pinned = pin_model(config, version)
     say(f"scoring with {pinned.uri}")
     cut = checked_threshold(config, threshold)

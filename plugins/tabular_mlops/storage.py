@@ -357,6 +357,11 @@ def owned_entries(location: str, aws_conn_id: str) -> list[str]:
 def claim(location: str, entries: Iterable[str], aws_conn_id: str) -> None:
     """Mark a location as being written by the bundle (after the ownership check), before writing there."""
     owned_entries(location, aws_conn_id)
+    _write_claim(location, entries, aws_conn_id)
+
+
+def _write_claim(location: str, entries: Iterable[str], aws_conn_id: str) -> None:
+    """The owner marker claiming `entries` (callers have checked ownership)."""
     with tempfile.TemporaryDirectory(prefix="mlops-claim-") as tmp:
         marker = Path(tmp) / OWNER_MARKER
         marker.write_text(json.dumps({"written_by": OWNER, "files": sorted(set(entries))}, indent=2))
@@ -425,7 +430,7 @@ def replace_partition(folder: Path, destination: str, aws_conn_id: str, marker: 
         shutil.copytree(folder, incoming, dirs_exist_ok=True)
         publish_folder(incoming, target)
         return [str(target / name) for name in names]
-    claim(destination, [*old, *names], aws_conn_id)
+    _write_claim(destination, [*old, *names], aws_conn_id)  # `old` passed the ownership check above
     _delete(destination, [marker] if marker in old else [], aws_conn_id)
     _delete(destination, [n for n in old if n not in (marker, OWNER_MARKER)], aws_conn_id)
     for name in [n for n in names if n != marker] + [marker]:
