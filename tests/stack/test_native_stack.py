@@ -246,7 +246,11 @@ def test_serving_keeps_answering_through_an_mlflow_outage_and_reconnects(stack: 
     url = native.url("serving")
     auth = {"Authorization": f"Bearer {API_KEY}"}
     body = _churn_record(stack["raw"]["churn"])
-    served = httpx.get(f"{url}/health").json()["versions"]["churn"]
+    # An earlier test may just have promoted a version: serving (one worker here) must run what
+    # production points at before the outage, or it would swap versions when the registry is back.
+    production = str(_mlflow(native).get_model_version_by_alias("churn-classifier", "production").version)
+    health = _wait_health(url, lambda h: h["versions"].get("churn") == production and not h["errors"])
+    served = health["versions"]["churn"]
 
     native.kill("mlflow")
     health = _wait_health(url, lambda h: h["registry"].get("reachable") is False)
