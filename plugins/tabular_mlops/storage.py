@@ -7,13 +7,16 @@ The same hook resolves `AIRFLOW_CONN_<ID>` variables when called from the shell.
 
 from __future__ import annotations
 
+import errno
+import glob
 import hashlib
 import json
 import os
 import re
 import shutil
+import socket
 import tempfile
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -206,15 +209,123 @@ def fingerprint(path: Path) -> str:
     return digest.hexdigest()
 
 
+# Linux renameat2(2) flags: fail if the new name exists / swap two names in one step.
+_RENAME_NOREPLACE, _RENAME_EXCHANGE = 1, 2
+_AT_FDCWD = -100
+# Tests set this to interrupt a publish at a named step (locally "copied", "swapped"; on S3
+# "claimed", "unmarked", "cleared", "uploaded", "marked"); None in production.
+FAULT_HOOK: Callable[[str], None] | None = None
+
+
+def _fault_point(step: str) -> None:
+    """Give a test the chance to crash the publish here (see FAULT_HOOK)."""
+    if FAULT_HOOK is not None:
+        FAULT_HOOK(step)
+
+
+def _renameat2(source: Path, target: Path, flags: int) -> None:
+    """renameat2(2) through libc; OSError with the errno (ENOSYS/EINVAL where it is unsupported)."""
+    import ctypes
+
+    try:
+        call = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):  # not glibc/Linux: no atomic exchange here
+        raise OSError(errno.ENOSYS, "renameat2 is not available") from None
+    call.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if call(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target), flags) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), str(source), None, str(target))
+
+
+def _swap_into_place(new: Path, final: Path) -> bool:
+    """Give `new` the name `final` in one atomic step; True when an older `final` now sits at `new`.
+
+    A fresh name is a plain rename that refuses to overwrite; an existing folder is exchanged with
+    the new one (RENAME_EXCHANGE), so the name never points at nothing. Where the filesystem
+    cannot exchange (not Linux, some network filesystems), the old folder is renamed away first:
+    not atomic, the gap the README names.
+    """
+    while True:
+        try:
+            _renameat2(new, final, _RENAME_NOREPLACE)
+            return False
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+                raise
+            return _two_step_replace(new, final)
+        try:
+            _renameat2(new, final, _RENAME_EXCHANGE)
+            return True
+        except FileNotFoundError:
+            continue  # removed meanwhile by a concurrent publish: the plain rename applies again
+
+
+def _two_step_replace(new: Path, final: Path) -> bool:
+    """The fallback without an atomic exchange: old folder to a scratch name, new folder in."""
+    if not final.exists():
+        os.replace(new, final)
+        return False
+    aside = Path(tempfile.mkdtemp(dir=final.parent, prefix=scratch_prefix(final)))
+    os.replace(final, aside)  # onto the empty scratch folder
+    os.replace(new, final)
+    os.replace(aside, new)
+    return True
+
+
+def scratch_prefix(final: Path) -> str:
+    """Name prefix of a publish's scratch folder beside `final`: hidden, and naming host and process.
+
+    A reader of `<parent>/` skips it (dot first); `sweep_scratch` removes it once its process is gone.
+    """
+    return f".{final.name}.incoming-{_host_tag()}-{os.getpid()}-"
+
+
+def _host_tag() -> str:
+    """This host's name as it appears in scratch names: no '-', which separates their fields."""
+    return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "host"
+
+
+def sweep_scratch(final: Path) -> None:
+    """Remove scratch folders of earlier publishes to `final` whose process died on this host.
+
+    A live process (this host, its pid running) or another host's folder is left alone: it may be
+    a publish in progress.
+    """
+    pattern = re.compile(rf"\.{re.escape(final.name)}\.incoming-(?P<host>[^-]+)-(?P<pid>\d+)-[^-]+")
+    host = _host_tag()
+    for path in final.parent.glob(f".{glob.escape(final.name)}.incoming-*"):
+        found = pattern.fullmatch(path.name)
+        if found is None or found["host"] != host or _alive(int(found["pid"])):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    """True when a process with this pid runs on this host (or cannot be signalled by us)."""
+    try:
+        os.kill(pid, 0)  # signal 0 only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
 def publish_folder(staging: Path, final: Path) -> None:
-    """Move a fully written folder into place, replacing an older one without a half-state."""
+    """Move a fully written folder to `final` in one atomic rename; an older folder there is removed.
+
+    Readers of `final` see the old folder or the new one, never neither and never a mix: the two
+    are exchanged in one system call, and the old one, now at the staging name, is deleted after.
+    Leftovers of publishes that died are swept first.
+    """
     final.parent.mkdir(parents=True, exist_ok=True)
-    old = final.with_name(f".{final.name}.old-{os.getpid()}")
-    if final.exists():
-        os.replace(final, old)
-    os.replace(staging, final)
-    if old.exists():
-        shutil.rmtree(old)
+    sweep_scratch(final)
+    _fault_point("copied")
+    if _swap_into_place(staging, final):
+        _fault_point("swapped")
+        shutil.rmtree(staging)
 
 
 def join(location: str, *parts: str) -> str:
@@ -412,11 +523,13 @@ def replace_partition(folder: Path, destination: str, aws_conn_id: str, marker: 
     """Put a fully written local folder at destination, replacing what was there; return the files.
 
     The destination must be empty or hold a partition this bundle wrote (`owned_entries`); the
-    check runs before anything is moved or deleted. Locally the folder is renamed into place, so
-    readers see the old partition or the new one. S3 has no rename: an owner marker claiming old
-    and new files goes first (a publish cut short can be re-run), then the old `marker` (the
-    manifest) goes, so the partition reads as incomplete, then the old objects, then the new
-    files, the new marker and last the owner marker is removed.
+    check runs before anything is moved or deleted. Locally the folder is copied to a hidden
+    scratch folder beside the target and exchanged with it in one atomic rename
+    (`publish_folder`), so readers see the old partition or the new one, never neither. S3 has
+    no rename: an owner marker claiming old and new files goes first (a publish cut short can
+    be re-run), then the old `marker` (the manifest) goes, so the partition reads as incomplete
+    (readers skip it), then the old objects, then the new files, the new marker and last the
+    owner marker is removed.
     """
     names = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
     if marker not in names:
@@ -426,14 +539,23 @@ def replace_partition(folder: Path, destination: str, aws_conn_id: str, marker: 
         target = Path(destination)
         target.parent.mkdir(parents=True, exist_ok=True)
         # A fresh name beside the target, so no older folder is ever removed to make room.
-        incoming = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.incoming-"))
-        shutil.copytree(folder, incoming, dirs_exist_ok=True)
-        publish_folder(incoming, target)
+        incoming = Path(tempfile.mkdtemp(dir=target.parent, prefix=scratch_prefix(target)))
+        try:
+            shutil.copytree(folder, incoming, dirs_exist_ok=True)
+            publish_folder(incoming, target)
+        finally:  # a failed copy leaves no scratch behind (a killed one is swept next time)
+            shutil.rmtree(incoming, ignore_errors=True)
         return [str(target / name) for name in names]
     _write_claim(destination, [*old, *names], aws_conn_id)  # `old` passed the ownership check above
+    _fault_point("claimed")
     _delete(destination, [marker] if marker in old else [], aws_conn_id)
+    _fault_point("unmarked")
     _delete(destination, [n for n in old if n not in (marker, OWNER_MARKER)], aws_conn_id)
-    for name in [n for n in names if n != marker] + [marker]:
+    _fault_point("cleared")
+    for name in [n for n in names if n != marker]:
         upload(folder / name, join(destination, name), aws_conn_id)
+    _fault_point("uploaded")
+    upload(folder / marker, join(destination, marker), aws_conn_id)
+    _fault_point("marked")
     _delete(destination, [OWNER_MARKER], aws_conn_id)
     return [join(destination, name) for name in names]
