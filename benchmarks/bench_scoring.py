@@ -29,7 +29,7 @@ def _train_and_promote(model: str, raw: str) -> str:
     from tabular_mlops import registry
     from tabular_mlops.pipeline import run_training_chain
 
-    result = run_training_chain(get_model_config(model), raw, run_id=f"bench_{model}", dry_run=True)
+    result = run_training_chain(get_model_config(model), raw, run_id=f"bench_{model}", promote=False)
     registry.promote(result["registered_name"], result["version"], "benchmark", reason="scoring benchmark")
     return str(result["version"])
 

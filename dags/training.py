@@ -7,14 +7,17 @@ The training chain of a model, from its raw tables to a promoted registry versio
    `data.source`), quarantines malformed rows, runs the Great Expectations suites and publishes
    typed parquet tables under `data/interim/<model>/<run>/`. An `error` expectation stops the run.
 2. **build_features**: runs the model's SQL in `include/sql/<model>/` with DuckDB.
-3. **train**: fits XGBoost or LightGBM (from the YAML) with early stopping, logs one MLflow pyfunc
-   with preprocessing, signature, input example and lineage, and registers it as a new version.
+3. **train**: splits rows by a seeded hash of the entity key, fits XGBoost or LightGBM (from the
+   YAML) with early stopping on validation log loss, logs one MLflow pyfunc with preprocessing,
+   signature, input example and lineage, and registers it as a new version.
 4. **evaluate**: scores the candidate and the current `production` version on the same test rows;
    metrics, plots and a model card in `reports/evaluation/<model>/<run>/` and in the MLflow run.
 5. **gate**: floors, non-inferiority to production (paired bootstrap), calibration and slices.
    A refused candidate fails the run visibly; nothing is promoted.
-6. **promote**: moves alias `production` to the candidate and `previous` to the one it replaced
-   (Param `dry_run` computes everything and moves nothing).
+6. **promote**: moves alias `production` to the candidate and `previous` to the one it replaced.
+
+Param `dry_run` trains, evaluates and gates but changes nothing in the registry: no version is
+registered (evaluate scores the signed model on the MLflow run) and no alias moves.
 
 Scheduled by the config's `schedules.training` and by the `retrain/<model>` Asset that the
 monitoring DAG emits. A new model is a new YAML plus its SQL; this file does not change.
@@ -81,7 +84,7 @@ def build_training_dag(config: ModelConfig) -> object:
                 False,
                 type="boolean",
                 title="Dry run",
-                description="Train, evaluate and gate, but move no registry alias.",
+                description="Train, evaluate and gate; register no version and move no alias.",
             ),
         },
     )
@@ -102,12 +105,18 @@ def build_training_dag(config: ModelConfig) -> object:
             return build(config.name, interim_dir, safe_run_id(run_id or "manual"))
 
         @task(**registry_retries)
-        def train(interim_dir: str, features_path: str, run_id: str | None = None) -> dict:
-            """Fit, log and register the candidate; return its MLflow run id and version."""
+        def train(
+            interim_dir: str, features_path: str, params: dict | None = None, run_id: str | None = None
+        ) -> dict:
+            """Fit, log and register the candidate (a dry run: no version); return run id and version."""
             from tabular_mlops.pipeline import train as fit
 
             return fit(
-                config.name, interim_dir, features_path, origin={"dag_id": dag_id, "run_id": run_id or ""}
+                config.name,
+                interim_dir,
+                features_path,
+                origin={"dag_id": dag_id, "run_id": run_id or ""},
+                dry_run=bool((params or {}).get("dry_run")),
             )
 
         @task(**registry_retries)

@@ -110,6 +110,8 @@ def _train(args: argparse.Namespace) -> int:
         _progress("gate refused the candidate: " + "; ".join(result["gate"]["reasons"]))
     elif result["promoted"]:
         _progress(f"promoted {result['registered_name']} version {result['version']} to production")
+    if args.dry_run:
+        _progress(f"dry run: no version registered, no alias moved; results on MLflow run {result['run_id']}")
     _emit(result)
     # A dry run reports and moves nothing, so a refusal is an answer, not a failure.
     return EXIT_OK if result["gate"]["passed"] or args.dry_run else EXIT_FAILED
@@ -172,7 +174,7 @@ def _monitor(args: argparse.Namespace) -> int:
 
 
 def _registered_name(model: str) -> str:
-    """Registry name of a model config (MLFLOW_MODEL_NAME overrides it)."""
+    """Registry name of a model config (its model.registered_name)."""
     from tabular_mlops import tracking
     from tabular_mlops.config import get_model_config
 
@@ -283,7 +285,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--run-id", default=None, help="run id of the ingest/feature folders")
     tr.add_argument("--min-auc", type=float, default=None, help="override the gate's AUC floor")
     tr.add_argument("--min-accuracy", type=float, default=None, help="override the gate's accuracy floor")
-    tr.add_argument("--dry-run", action="store_true", help="compute and report everything, move no alias")
+    tr.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="train, evaluate and gate into the MLflow run; register no version, move no alias",
+    )
     tr.set_defaults(handler=_train)
 
     sc = sub.add_parser("score", help="score one partition with the production (or a given) version")

@@ -210,12 +210,18 @@ class FeatureSpec(_Strict):
 
 
 class SplitSpec(_Strict):
-    """Stratified train/validation/test split."""
+    """Train/validation/test shares and the seed of the entity-key hash that assigns them."""
 
     test_size: Probability = 0.2
     validation_size: Probability = 0.1
     seed: int = 42
 
+
+    @model_validator(mode="after")
+    def _leaves_training_rows(self) -> SplitSpec:
+        if self.test_size + self.validation_size >= 0.9:
+            raise ValueError("test_size + validation_size must leave at least 10% of the rows to train on")
+        return self
 
 class ModelSpec(_Strict):
     """Which learner to train, its hyper-parameters and the registry entry it lands in."""

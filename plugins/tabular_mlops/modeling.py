@@ -116,9 +116,25 @@ def fit_estimator(
 
 
 def feature_importance(estimator: Any, names: list[str]) -> pd.Series:
-    """Gain-style importance per encoded feature, largest first."""
-    values = np.asarray(estimator.feature_importances_, dtype=float)
-    return pd.Series(values, index=names).sort_values(ascending=False)
+    """Share of the total split gain per encoded feature, trees up to the best iteration, largest first.
+
+    Total gain for both boosters: LightGBM's default `feature_importances_` counts splits and
+    XGBoost's averages the gain per split, so a feature split often for little, or once for a lot,
+    would weigh the drift headline far from what it does for the model's predictions.
+    """
+    if hasattr(estimator, "booster_"):  # LightGBM: its best iteration is used when there is one
+        values = np.asarray(estimator.booster_.feature_importance(importance_type="gain"), dtype=float)
+    else:
+        booster = estimator.get_booster()
+        try:
+            booster = booster[: estimator.best_iteration + 1]
+        except AttributeError:  # trained without early stopping: every tree counts
+            pass
+        score = booster.get_score(importance_type="total_gain")
+        keys = booster.feature_names or [f"f{i}" for i in range(len(names))]
+        values = np.asarray([score.get(k, 0.0) for k in keys], dtype=float)
+    total = values.sum()
+    return pd.Series(values / total if total > 0 else values, index=names).sort_values(ascending=False)
 
 
 class TabularClassifier(PythonModel):

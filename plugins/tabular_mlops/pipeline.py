@@ -36,14 +36,21 @@ def build_features(model: str, interim_dir: str, run_id: str) -> str:
 
 
 def train(
-    model: str, interim_dir: str, features_path: str, origin: dict[str, str] | None = None
+    model: str,
+    interim_dir: str,
+    features_path: str,
+    origin: dict[str, str] | None = None,
+    dry_run: bool = False,
 ) -> dict[str, Any]:
-    """Task body of train: fit, log and register the candidate; return run id and version."""
+    """Task body of train: fit, log and register the candidate; return run id and version.
+
+    A dry run registers nothing: its version is None and evaluate scores the run's logged model.
+    """
     from tabular_mlops import registry, signing, tracking
     from tabular_mlops.training import train_candidate
 
     config = get_model_config(model)
-    if origin:
+    if origin and not dry_run:
         earlier = registry.registered_by(
             tracking.registered_name(config.model.registered_name),
             tracking.experiment_name(config.name),
@@ -54,7 +61,9 @@ def train(
             if not signing.is_signed(name, earlier[1]):  # the lost try died between register and sign
                 signing.sign(name, earlier[1])
             return {"run_id": earlier[0], "version": earlier[1], "seconds": 0.0, "resumed": True}
-    result = train_candidate(config, Path(interim_dir), Path(features_path), origin=origin)
+    result = train_candidate(
+        config, Path(interim_dir), Path(features_path), origin=origin, register=not dry_run
+    )
     return {"run_id": result.run_id, "version": result.version, "seconds": result.seconds}
 
 
@@ -66,8 +75,13 @@ def run_training_chain(
     dry_run: bool = False,
     origin: dict[str, str] | None = None,
     progress: Any = None,
+    promote: bool = True,
 ) -> dict[str, Any]:
-    """Run every stage in order; return the summary the CLI prints (raises IngestFailed on bad data)."""
+    """Run every stage in order; return the summary the CLI prints (raises IngestFailed on bad data).
+
+    `dry_run` registers no version and moves no alias: metrics and verdict go to the MLflow run
+    only. `promote=False` registers and gates the candidate but leaves the aliases to the caller.
+    """
     from tabular_mlops.features import build_feature_table
     from tabular_mlops.training import train_candidate
 
@@ -77,7 +91,9 @@ def run_training_chain(
     say(f"building features with {config.sql_path}")
     built = build_feature_table(config, Path(str(report.interim_dir)), features_dir_for(config, run))
     say(f"features: {built.rows:,} rows x {len(built.columns)} columns in {built.seconds:.1f}s")
-    trained = train_candidate(config, Path(str(report.interim_dir)), built.path, origin=origin, progress=say)
+    trained = train_candidate(
+        config, Path(str(report.interim_dir)), built.path, origin=origin, progress=say, register=not dry_run
+    )
     summary = evaluate_candidate(config, trained.run_id, trained.version)
     say(f"test roc_auc {summary['metrics']['roc_auc']:.4f} (production: {summary['production_version']})")
     verdict = gate_candidate(config, trained.run_id, overrides)
@@ -93,6 +109,8 @@ def run_training_chain(
         "dry_run": dry_run,
         "promoted": False,
     }
+    if not promote and not dry_run:
+        return result
     try:
         moved = promote_candidate(config, trained.run_id, dry_run=dry_run, origin=origin)
     except GateRefused:

@@ -49,13 +49,17 @@ def evaluation_dir(config: ModelConfig, run_id: str) -> Path:
     return settings.reports_dir() / "evaluation" / config.name / run_id
 
 
-def _score(name: str, version: str, rows: pd.DataFrame) -> np.ndarray:
-    model = signing.load_verified(name, version)
+def _score(name: str, version: str | None, rows: pd.DataFrame, run_id: str = "") -> np.ndarray:
+    # A dry run's candidate is no version: it loads from its run, under the run's signature.
+    model = signing.load_verified(name, version) if version else signing.load_verified_run(name, run_id)
     return np.asarray(model.predict(signature_frame(rows))["probability"], dtype=float)
 
 
-def evaluate_candidate(config: ModelConfig, run_id: str, version: str) -> dict[str, Any]:
-    """Score candidate and production on the test rows; log metrics and plots; return the summary."""
+def evaluate_candidate(config: ModelConfig, run_id: str, version: str | None) -> dict[str, Any]:
+    """Score candidate and production on the test rows; log metrics and plots; return the summary.
+
+    `version` None is a dry run's candidate, scored from the model its run logged.
+    """
     import mlflow
 
     from tabular_mlops.evaluation import compute_metrics, evaluate
@@ -65,7 +69,7 @@ def evaluate_candidate(config: ModelConfig, run_id: str, version: str) -> dict[s
     y = rows.pop(LABEL).to_numpy()
     name = tracking.registered_name(config.model.registered_name)
     tracking.configure()
-    candidate = _score(name, version, rows)
+    candidate = _score(name, version, rows, run_id)
     production_version = registry.alias_version(name, registry.PRODUCTION)
     production: np.ndarray | None = None
     production_error = None
@@ -78,7 +82,9 @@ def evaluate_candidate(config: ModelConfig, run_id: str, version: str) -> dict[s
             production_error = f"{type(exc).__name__}: {exc}"[:500]
     importance = pd.read_parquet(work / "importance.parquet")["importance"]
     out = evaluation_dir(config, run_id)
-    result = evaluate(y, candidate, config.model.threshold, importance, out, f"{config.name} v{version}")
+    result = evaluate(
+        y, candidate, config.model.threshold, importance, out, f"{config.name} {_label(version)}"
+    )
     scores = pd.DataFrame({LABEL: y, "candidate": candidate})
     if production is not None:
         scores["production"] = production
@@ -147,10 +153,11 @@ def gate_candidate(
     (report / VERDICT).write_text(json.dumps(verdict, indent=2, default=str))
     card = model_card(config, summary, verdict)
     (report / "model_card.md").write_text(card)
-    client = tracking.configure()
-    name = tracking.registered_name(config.model.registered_name)
-    client.update_model_version(name, summary["version"], description=card)
-    client.set_model_version_tag(name, summary["version"], "gate.passed", str(verdict["passed"]).lower())
+    if summary["version"] is not None:  # a dry run has no version to write on: the run holds it all
+        client = tracking.configure()
+        name = tracking.registered_name(config.model.registered_name)
+        client.update_model_version(name, summary["version"], description=card)
+        client.set_model_version_tag(name, summary["version"], "gate.passed", str(verdict["passed"]).lower())
     with mlflow.start_run(run_id=run_id):
         mlflow.set_tag("gate.passed", str(verdict["passed"]).lower())
         mlflow.log_dict(verdict, f"evaluation/{VERDICT}")
@@ -170,7 +177,7 @@ def promote_candidate(
     if not verdict["passed"]:
         reasons = "; ".join(verdict.get("reasons", [])) or "see the verdict"
         raise GateRefused(f"{name} version {version} refused by the gate: {reasons}", verdict)
-    if dry_run:
+    if dry_run or version is None:
         return {
             "promoted": False,
             "dry_run": True,
@@ -191,6 +198,10 @@ def promote_candidate(
     return {"promoted": True, "dry_run": False, "version": version, "previous": move.from_version}
 
 
+def _label(version: str | None) -> str:
+    return f"v{version}" if version else "dry run (unregistered)"
+
+
 def _metric_rows(candidate: dict[str, float], production: dict[str, float]) -> list[str]:
     names = ["roc_auc", "pr_auc", "accuracy", "precision", "recall", "f1", "log_loss", "brier", "ks"]
     rows = ["| metric | candidate | production |", "| --- | ---: | ---: |"]
@@ -204,7 +215,7 @@ def model_card(config: ModelConfig, summary: dict[str, Any], verdict: dict[str, 
     """Short markdown description of a version: data, metrics vs production, gate verdict, plots."""
     metrics = summary["metrics"]
     lines = [
-        f"# {config.model.registered_name} v{summary['version']}",
+        f"# {config.model.registered_name} {_label(summary['version'])}",
         "",
         config.description,
         "",

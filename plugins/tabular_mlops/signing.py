@@ -8,6 +8,8 @@ SHA-256 of every file of the version's model artifacts, kept as the version tag 
 Copying a signature onto another version, even one made from the same artifacts, does not verify.
 Every consumer (the gate, batch scoring, monitoring, serving) downloads the artifacts, checks the
 signature over exactly the bytes it downloaded, and only then unpickles them (`load_verified`).
+A dry run registers nothing: its logged model is signed as a run tag instead, with the version
+field `unregistered`, and the evaluate stage loads it the same way (`load_verified_run`).
 
 The key comes from the environment or the Airflow connection `mlops_model_signing` (its password),
 never from YAML. Rotation: verification also accepts the keys in
@@ -26,6 +28,7 @@ import re
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +42,8 @@ KEY_ENV = "MLOPS_MODEL_SIGNING_KEY"
 PREVIOUS_KEYS_ENV = "MLOPS_MODEL_SIGNING_PREVIOUS_KEYS"
 CONNECTION_ID = "mlops_model_signing"
 SIGNATURE_TAG = "mlops.signature"
+# The version field of a dry run's signature: its model is logged on the run, never registered.
+UNREGISTERED = "unregistered"
 _SCHEME = "hmac-sha256:v1"
 # scheme, key id (a fingerprint, never the key), 64 hex digits: anything else is refused unparsed.
 _TAG_PATTERN = re.compile(r"hmac-sha256:v1:(?P<key_id>[0-9a-f]{16}):(?P<mac>[0-9a-f]{64})")
@@ -159,10 +164,15 @@ def verify(keys: SigningKeys, signed: Signed, tag: str | None) -> str:
 
 def _download(name: str, version: str, into: Path) -> Path:
     """The version's model artifacts, downloaded (not loaded) into a fresh folder."""
+    return _download_uri(f"models:/{name}/{version}", into)
+
+
+def _download_uri(uri: str, into: Path) -> Path:
+    """A model's artifacts (`models:/...` or `runs:/...`), downloaded (not loaded) into a folder."""
     import mlflow
 
     tracking.configure()
-    return Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=str(into)))
+    return Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(into)))
 
 
 def _facts(name: str, version: str) -> tuple[str | None, str]:
@@ -232,18 +242,60 @@ def check_signed(name: str, version: str) -> None:
 
 def load_verified(name: str, version: str) -> Any:
     """The version as a pyfunc, loaded only after its signature checks out over the downloaded bytes."""
+
+    def check(keys: SigningKeys, local: Path) -> None:
+        tag, run_id = _facts(name, version)
+        verify(keys, Signed(name, str(version), run_id, artifact_digests(local)), tag)
+
+    return _load_checked(f"models:/{name}/{version}", f"{name} version {version}", check)
+
+
+def run_model_uri(run_id: str) -> str:
+    """Where a training run logged its model (the one model a dry run leaves, unregistered)."""
+    return f"runs:/{run_id}/model"
+
+
+def _run_signed(name: str, run_id: str, digests: dict[str, str]) -> Signed:
+    # UNREGISTERED is no version number, so a run's signature never verifies as a version's.
+    return Signed(name, UNREGISTERED, run_id, digests)
+
+
+def sign_run(name: str, run_id: str) -> str | None:
+    """Sign the model a dry run logged but did not register, as the run's `mlops.signature` tag."""
+    keys = signing_keys()
+    if keys.current is None:
+        log.warning("%s: the model of run %s is UNSIGNED: %s is not set", name, run_id, KEY_ENV)
+        return None
+    with tempfile.TemporaryDirectory(prefix="mlops-sign-") as scratch:
+        digests = artifact_digests(_download_uri(run_model_uri(run_id), Path(scratch)))
+    tag = signature(keys.current, _run_signed(name, run_id, digests))
+    tracking.configure().set_tag(run_id, SIGNATURE_TAG, tag)
+    return tag
+
+
+def load_verified_run(name: str, run_id: str) -> Any:
+    """A run's logged model as a pyfunc, loaded only after the run's signature checks out."""
+
+    def check(keys: SigningKeys, local: Path) -> None:
+        tag = tracking.configure().get_run(run_id).data.tags.get(SIGNATURE_TAG)
+        verify(keys, _run_signed(name, run_id, artifact_digests(local)), tag)
+
+    return _load_checked(run_model_uri(run_id), f"{name} (run {run_id})", check)
+
+
+def _load_checked(uri: str, what: str, check: Callable[[SigningKeys, Path], None]) -> Any:
+    """Download a model, run `check(keys, folder)` on the bytes (with a key configured), then load it."""
     import mlflow
 
     keys = signing_keys()
     scratch = Path(tempfile.mkdtemp(prefix="mlops-model-"))
     path_before = list(sys.path)
     try:
-        local = _download(name, str(version), scratch)
+        local = _download_uri(uri, scratch)
         if keys.configured:
-            tag, run_id = _facts(name, version)
-            verify(keys, Signed(name, str(version), run_id, artifact_digests(local)), tag)
+            check(keys, local)
         else:
-            log.warning(UNVERIFIED_WARNING.format(what=f"{name} version {version}"))
+            log.warning(UNVERIFIED_WARNING.format(what=what))
         return mlflow.pyfunc.load_model(str(local))
     finally:
         # Loading is complete here: the pickle is in memory and the package is already imported.

@@ -1,10 +1,11 @@
 """Where MLflow runs and registered models go, resolved from the environment at call time.
 
 The playbook's variables are honoured: MLFLOW_TRACKING_URI, MLFLOW_REGISTRY_URI,
-MLFLOW_EXPERIMENT_NAME, MLFLOW_MODEL_NAME, MLFLOW_S3_ENDPOINT_URL and the AWS credentials (the last
-two are read by MLflow's own S3 client). A `.env` file in the project root is read first when
-present; variables already set win. With nothing set, an embedded SQLite tracking store and a local
-artifact folder under `mlruns/` (git-ignored) make the registry work without a server.
+MLFLOW_EXPERIMENT_NAME, MLFLOW_S3_ENDPOINT_URL and the AWS credentials (the last two are read by
+MLflow's own S3 client); MLFLOW_MODEL_NAME is refused, as it renamed every model at once. A `.env`
+file in the project root is read first when present; variables already set win. With nothing set,
+an embedded SQLite tracking store and a local artifact folder under `mlruns/` (git-ignored) make
+the registry work without a server.
 """
 
 from __future__ import annotations
@@ -59,9 +60,26 @@ def experiment_name(model: str) -> str:
     return os.environ.get("MLFLOW_EXPERIMENT_NAME") or f"{model}-training"
 
 
+RENAME_ENV = "MLFLOW_MODEL_NAME"
+
+
 def registered_name(config_name: str) -> str:
-    """The registry name: MLFLOW_MODEL_NAME overrides the config's (useful for a scratch registry)."""
-    return os.environ.get("MLFLOW_MODEL_NAME") or config_name
+    """The registry name: the config's `model.registered_name`, one per model.
+
+    MLFLOW_MODEL_NAME used to override it and so gave every model the same name: both trained
+    into one registered model and its `production` alias. It is refused rather than ignored, so a
+    deployment that still sets it learns why its models moved instead of finding them elsewhere.
+    """
+    from tabular_mlops.config import ConfigError
+
+    load_dotenv_once()
+    if os.environ.get(RENAME_ENV):
+        raise ConfigError(
+            f"{RENAME_ENV} is set, but it would give every model the same registry name and is no "
+            "longer read: set model.registered_name in the model's YAML (include/configs/) and "
+            f"unset {RENAME_ENV}; a scratch registry is MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI"
+        )
+    return config_name
 
 
 def configure() -> Any:

@@ -1,5 +1,8 @@
 """The train_baseline stage: split, fit with early stopping, log one pyfunc, register a version.
 
+Rows go to train, validation or test by a seeded hash of the entity key, so an entity stays on
+its side as the data grows; a dry run logs and signs the model on its run and registers nothing.
+
 Reads the typed interim tables (and the feature table for feature-store models), writes the split's
 test rows beside the run for the evaluate and gate stages, and returns small values (run id,
 version) that Airflow passes between tasks.
@@ -20,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from tabular_mlops import settings, signing, tracking
-from tabular_mlops.config import ModelConfig
+from tabular_mlops.config import ModelConfig, SplitSpec
 
 LABEL = "__label"
 TEST_ROWS = "test_rows.parquet"
@@ -30,6 +33,8 @@ REFERENCE_PROBABILITY = "__probability"
 # Model input rows with their probabilities, logged under serving/ for the service's swap check.
 GOLDEN_FILE = "golden.parquet"
 GOLDEN_ROWS = 50
+# Run tag of a dry run: its model was logged and signed on the run, and no version was registered.
+DRY_RUN_TAG = "mlops.dry_run"
 
 
 @dataclass
@@ -38,7 +43,8 @@ class TrainResult:
 
     model: str
     run_id: str
-    version: str
+    # None after a dry run: the model stays on the run (model_uri), unregistered.
+    version: str | None
     registered_name: str
     model_uri: str
     best_iteration: int
@@ -88,16 +94,34 @@ def model_input_frame(config: ModelConfig, interim_dir: Path, features_path: Pat
     return frame.assign(**{LABEL: y})
 
 
-def split_indices(y: np.ndarray, config: ModelConfig) -> dict[str, np.ndarray]:
-    """Stratified train / validation / test row indices with the config's fixed seed."""
-    from sklearn.model_selection import train_test_split
+def split_positions(keys: pd.Series, split: SplitSpec) -> np.ndarray:
+    """Where each entity goes, 0 train, 1 validation, 2 test, from a seeded hash of its key.
 
-    split = config.split
-    index = np.arange(len(y))
-    rest, test = train_test_split(index, test_size=split.test_size, stratify=y, random_state=split.seed)
-    valid_share = split.validation_size / (1 - split.test_size)
-    train, valid = train_test_split(rest, test_size=valid_share, stratify=y[rest], random_state=split.seed)
-    return {"train": np.sort(train), "valid": np.sort(valid), "test": np.sort(test)}
+    An entity keeps its side however the data set grows or is reordered, so production's training
+    entities never land in a later candidate's test rows (which would flatter production in the
+    paired comparison). The shares hold in expectation, not exactly, and the label is not
+    stratified: an assignment fixed per entity cannot depend on the others' labels. At the sizes the
+    gate judges (hundreds of test positives) the positive rate of a part stays within a few points.
+    """
+    salt = f"{split.seed}\0".encode()
+    # SHA-256, not Python's hash() or pandas' hashing: the same key must fall on the same side on
+    # every machine and library version.
+    draws = np.fromiter(
+        (
+            int.from_bytes(hashlib.sha256(salt + key.encode()).digest()[:8], "big") / 2.0**64
+            for key in keys.astype(str)
+        ),
+        dtype=float,
+        count=len(keys),
+    )
+    test_bound = split.test_size
+    return np.where(draws < test_bound, 2, np.where(draws < test_bound + split.validation_size, 1, 0))
+
+
+def split_indices(keys: pd.Series, config: ModelConfig) -> dict[str, np.ndarray]:
+    """Train / validation / test row positions by the hash of the entity key (`split_positions`)."""
+    where = split_positions(keys, config.split)
+    return {name: np.flatnonzero(where == side) for side, name in enumerate(("train", "valid", "test"))}
 
 
 def signature_frame(frame: pd.DataFrame) -> pd.DataFrame:
@@ -191,21 +215,27 @@ def _log_reference(
     classifier: Any,
     frame: pd.DataFrame,
     feature_rows: pd.DataFrame,
-    train_rows: np.ndarray,
+    held_out: np.ndarray,
     importance: pd.Series,
     categorical: list[str],
     numeric: list[str],
 ) -> None:
-    """Log what monitoring compares a window against: a seeded sample of the training features
-    with the version's own probabilities, and the importance of each input feature."""
+    """Log what monitoring compares a window against: a seeded sample of the validation rows'
+    features with the version's probabilities, and the importance of each input feature.
+
+    Held-out rows, not training rows: the trees fit their training rows, so in-sample probabilities
+    are more extreme than anything the version gives new rows, and prediction drift would fire on
+    a window identical to the training data. The entity key rides along to show which rows they are.
+    """
     import mlflow
 
     from tabular_mlops.drift import column_importance
 
     rng = np.random.default_rng(config.split.seed)
-    take = min(len(train_rows), config.monitoring.reference_rows)
-    sample = np.sort(rng.choice(train_rows, size=take, replace=False))
-    reference = feature_rows.iloc[sample][classifier.feature_columns].reset_index(drop=True)
+    take = min(len(held_out), config.monitoring.reference_rows)
+    sample = np.sort(rng.choice(held_out, size=take, replace=False))
+    key = config.features.entity_key
+    reference = feature_rows.iloc[sample][[key, *classifier.feature_columns]].reset_index(drop=True)
     reference[REFERENCE_PROBABILITY] = classifier.predict_proba(frame.iloc[sample])
     _log_parquet(reference, REFERENCE_FILE, "monitoring")
     mlflow.log_dict(column_importance(importance, categorical, numeric), "monitoring/column_importance.json")
@@ -219,14 +249,39 @@ def _log_golden(classifier: Any, rows: pd.DataFrame) -> None:
     _log_parquet(golden, GOLDEN_FILE, "serving")
 
 
+def _register(
+    name: str, run_id: str, logged_uri: str, lineage: dict[str, str], register: bool, say: Any
+) -> tuple[str | None, str]:
+    """Register and sign the run's model as a new version, or (a dry run) sign it on the run only."""
+    import mlflow
+
+    if not register:
+        mlflow.set_tag(DRY_RUN_TAG, "true")
+        signed = signing.sign_run(name, run_id)
+        say(f"dry run: nothing registered; the model stays on run {run_id} ({_signed_word(signed)})")
+        return None, signing.run_model_uri(run_id)
+    version = str(mlflow.register_model(logged_uri, name, tags={"run_id": run_id, **lineage}).version)
+    signed = signing.sign(name, version)
+    say(f"registered {name} version {version} ({_signed_word(signed)})")
+    return version, f"models:/{name}/{version}"
+
+
+def _signed_word(signature: str | None) -> str:
+    return "signed" if signature else "UNSIGNED: no key"
+
+
 def train_candidate(
     config: ModelConfig,
     interim_dir: Path,
     features_path: Path | None,
     origin: dict[str, str] | None = None,
     progress: Any = None,
+    register: bool = True,
 ) -> TrainResult:
-    """Fit the configured booster, log the pyfunc with lineage, register it as a new version."""
+    """Fit the configured booster, log the pyfunc with lineage, register it as a new version.
+
+    With `register=False` (a dry run) the signed model stays on the MLflow run: no version.
+    """
     import mlflow
     from mlflow.models import infer_signature
 
@@ -245,8 +300,8 @@ def train_candidate(
     started = time.perf_counter()
     frame = model_input_frame(config, interim_dir, features_path)
     y = frame.pop(LABEL).to_numpy()
-    parts = split_indices(y, config)
     key = config.features.entity_key
+    parts = split_indices(frame[key], config)
     sql = read_sql_folder(config.sql_path)
 
     classifier = make_classifier(config, sql, [], None, None)
@@ -297,7 +352,7 @@ def train_candidate(
         importance = feature_importance(estimator, list(x_train.columns))
         mlflow.log_dict(importance.head(200).round(6).to_dict(), "features/importance.json")
         _log_reference(
-            config, classifier, frame, feature_rows, parts["train"], importance, categorical, numeric
+            config, classifier, frame, feature_rows, parts["valid"], importance, categorical, numeric
         )
         _log_golden(classifier, frame.iloc[parts["test"][:GOLDEN_ROWS]])
 
@@ -317,15 +372,13 @@ def train_candidate(
         test_rows = frame.iloc[parts["test"]].assign(**{LABEL: y[parts["test"]]})
         test_rows.to_parquet(work_dir / TEST_ROWS, index=False)
         importance.to_frame("importance").to_parquet(work_dir / "importance.parquet")
-        version = mlflow.register_model(info.model_uri, name, tags={"run_id": run_id, **lineage})
-        signed = signing.sign(name, str(version.version))
-        say(f"registered {name} version {version.version} ({'signed' if signed else 'UNSIGNED: no key'})")
+        version, model_uri = _register(name, run_id, info.model_uri, lineage, register, say)
     return TrainResult(
         model=config.name,
         run_id=run_id,
-        version=str(version.version),
+        version=version,
         registered_name=name,
-        model_uri=f"models:/{name}/{version.version}",
+        model_uri=model_uri,
         best_iteration=best,
         rows={k: len(v) for k, v in parts.items()},
         seconds=round(time.perf_counter() - started, 1),

@@ -183,7 +183,7 @@ def test_promotion_between_runs_each_partition_keeps_its_version(
     first = score_partition(
         config, partition(config, "incoming", "2026-11-24"), partition(config, "predictions", "2026-11-24")
     )
-    newer = run_training_chain(config, str(telco_raw), run_id="retrain", dry_run=True)
+    newer = run_training_chain(config, str(telco_raw), run_id="retrain", promote=False)
     before = registry.alias_version(newer["registered_name"], registry.PRODUCTION)
     registry.promote(newer["registered_name"], newer["version"], "test", reason="promotion between runs")
     try:

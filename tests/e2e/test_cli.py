@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from tests.helpers import last_json, run_mlops
 
@@ -72,9 +73,12 @@ def test_home_credit_generation_prints_progress_and_counts(tmp_path: Path) -> No
 
 
 def test_train_dry_run_then_promote_history_and_rollback(
-    telco_raw: Path, workspace: Path, tmp_path: Path
+    telco_raw: Path, workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`mlops train` prints the run id as it goes and one JSON object last; alias moves are audited."""
+    from tabular_mlops.config import get_model_config
+    from tabular_mlops.pipeline import run_training_chain
+
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "MLOPS_MLFLOW_DIR": str(tmp_path)}
     # A low floor keeps the 2,000-customer sample above the gate; the floor itself is tested elsewhere.
     dry = run_mlops(
@@ -95,11 +99,18 @@ def test_train_dry_run_then_promote_history_and_rollback(
     assert summary["dry_run"] is True and summary["promoted"] is False and summary["gate"]["passed"] is True
     assert f"[mlops] MLflow run {summary['run_id']}" in dry.stderr
     assert summary["metrics"]["candidate"]["roc_auc"] > 0.6
+    # A dry run registers nothing: the registry does not even know the model yet.
+    assert summary["version"] is None and "no version registered" in dry.stderr
+    unknown = run_mlops("history", "--model", "churn", env=env)
+    assert unknown.returncode == 1 and "not found" in unknown.stderr
 
-    assert run_mlops("history", "--model", "churn", env=env).stdout.count('"moves": []') == 1
-    promoted = run_mlops("promote", "--model", "churn", "--version", summary["version"], env=env)
+    # A version the chain registered but did not promote, for `mlops promote` to move the alias to.
+    for variable, value in env.items():
+        monkeypatch.setenv(variable, value)
+    registered = run_training_chain(get_model_config("churn"), str(telco_raw), run_id="cli", promote=False)
+    promoted = run_mlops("promote", "--model", "churn", "--version", registered["version"], env=env)
     assert promoted.returncode == 0, promoted.stderr
-    assert last_json(promoted)["to_version"] == summary["version"]
+    assert last_json(promoted)["to_version"] == registered["version"]
     refused = run_mlops("rollback", "--model", "churn", env=env)
     assert refused.returncode == 1 and "nothing to roll back to" in refused.stderr
     history = last_json(run_mlops("history", "--model", "churn", env=env))

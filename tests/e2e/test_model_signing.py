@@ -48,7 +48,7 @@ def churn_registry(tmp_path_factory: pytest.TempPathFactory, telco_raw: Path) ->
         patch.setenv("MLOPS_DATA_DIR", str(root / "data"))
         patch.setenv("MLOPS_REPORTS_DIR", str(root / "reports"))
         patch.setenv("MLOPS_CONFIG_DIR", str(configs))
-        result = run_training_chain(get_model_config("churn"), str(telco_raw), run_id="sign", dry_run=True)
+        result = run_training_chain(get_model_config("churn"), str(telco_raw), run_id="sign", promote=False)
         registry.promote(result["registered_name"], result["version"], "test", reason="signing tests")
         yield {"root": root, "name": result["registered_name"], "version": result["version"]}
 

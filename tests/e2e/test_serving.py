@@ -360,7 +360,7 @@ def test_hot_reload_swaps_versions_without_failing_a_request(
                 response = http.post(f"{service}/v1/models/churn/predict", json=record)
                 seen.append((response.status_code, response.json().get("model_version")))
 
-    newer = run_training_chain(get_model_config("churn"), str(telco_raw), run_id="reload", dry_run=True)
+    newer = run_training_chain(get_model_config("churn"), str(telco_raw), run_id="reload", promote=False)
     thread = threading.Thread(target=client)
     thread.start()
     try:

@@ -96,6 +96,9 @@ def test_churn_promotes_then_refuses_shuffled_labels_and_dry_run_moves_nothing(
     assert third.state == "success", _states(third)
     assert _aliases("churn-classifier") == {"production": "1", "previous": None}
     assert len(registry.history("churn-classifier")) == 1
+    # A dry run registers nothing: versions 1 and 2 are all there is.
+    versions = MlflowClient().search_model_versions("name = 'churn-classifier'")
+    assert sorted(int(v.version) for v in versions) == [1, 2]
 
 
 def test_broken_data_fails_the_run_once_without_retries(dagbag, telco_copy: Path, workspace: Path) -> None:
