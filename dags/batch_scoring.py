@@ -1,47 +1,56 @@
 """
 ### `<model>_batch_scoring`: one DAG per model config in `include/configs/`
 
-Scores the day's partition with the version `production` points at when the run starts:
+Scores one day's partition with the version `production` points at when the run starts. The
+config's `schedules.scoring` cron (UTC) runs at 02:00 on D+1 with data interval from D 00:00 and
+logical date D: it scores `dt=D`, the day that ended. A backfill over a date range makes one run
+per day, logical dates at midnight, so each day is scored once.
 
-1. **locate**: the run's partition date (its logical date, else when it was triggered, in UTC),
-   input `<lake>/incoming/<model>/dt=<date>/`, output `<lake>/predictions/<model>/dt=<date>/`
-   (Params `input` and `output` override them, only under the lake or `scoring.allowed_locations`:
-   the form's pattern refuses others and this task checks again with symlinks resolved) and the
-   decision threshold (Param `threshold`). An output holding anything but a partition this bundle
-   wrote is refused here, before any work.
+1. **locate**: the run's partition day (Param `date`, else its logical date, else the day
+   before the run, UTC), input `<lake>/incoming/<model>/dt=<date>/`, output
+   `<lake>/predictions/<model>/dt=<date>/` (Params `input` and `output` override them, only under
+   the lake or `scoring.allowed_locations`: the form's pattern refuses others and this task checks
+   again with symlinks resolved) and the decision threshold (Param `threshold`). An output holding
+   anything but a partition this bundle wrote is refused here, before any work.
 2. **pin_model**: resolves `production` once; every later task loads exactly that version.
-3. **prepare**: checks every input table with the row rules (rows that cannot be scored go to
+3. **wait_for_partition**: waits, deferred (no worker slot), for the input's completion marker
+   (`scoring.completion_marker`, `_SUCCESS`, which the producer writes last), up to
+   `scoring.wait_hours`; then the run fails naming the path and the wait.
+4. **prepare**: checks every input table with the row rules (rows that cannot be scored go to
    `rejects.csv` with their reasons), builds the model's input rows with the SQL the version was
-   trained with, and splits them into chunks in the lake's `_staging/` folder. A missing
-   partition fails the run, naming the empty path; yesterday's data is never scored again.
-4. **score_chunk**: one mapped task per chunk, so Celery workers share a large partition.
-5. **publish**: combines the chunks into `predictions.parquet` beside `rejects.csv`, writes
-   `_manifest.json` last and replaces an earlier run of the same date (never foreign files);
-   then updates the Asset `predictions/<model>` with the run's counts, which the monitoring DAG
-   listens to.
+   trained with, and splits them into chunks in the lake's `_staging/` folder. A partition with
+   no table files fails the run, naming the path.
+5. **score_chunk**: one mapped task per chunk, so Celery workers share a large partition.
+6. **publish**: combines the chunks into `predictions.parquet` beside `rejects.csv`, writes
+   `_manifest.json` last and swaps the partition in atomically, replacing an earlier run of the
+   same date (never foreign files); then updates the Asset `predictions/<model>` with the run's
+   counts, which the monitoring DAG listens to.
 
-Scheduled by the config's `schedules.scoring` cron (UTC), no catch-up unless `scoring.catchup`.
+No catch-up unless `scoring.catchup`.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import UTC
 from typing import Any
 
 from airflow.sdk import Param, dag, get_current_context, get_parsing_context, task
 from tabular_mlops.assets import predictions_asset
 from tabular_mlops.config import ModelConfig, load_model_configs
 from tabular_mlops.dag_defaults import dag_arguments
+from tabular_mlops.partition_wait import WaitForPartition
 
 
 def _schedule(config: ModelConfig) -> Any:
-    """The scoring cron in UTC, or None for a DAG that is only triggered."""
+    """The scoring cron in UTC with a data interval from the scored day's midnight, or None."""
     if config.schedules.scoring is None:
         return None
     from airflow.timetables.trigger import CronTriggerTimetable
+    from tabular_mlops.config import day_interval
 
-    return CronTriggerTimetable(config.schedules.scoring, timezone="UTC")
+    # The run at 02:00 on D+1 gets logical date D 00:00: the day that ended is the one it scores.
+    cron = config.schedules.scoring
+    return CronTriggerTimetable(cron, timezone="UTC", interval=day_interval(cron))
 
 
 def _location_param(title: str, default: str, config: ModelConfig) -> Param:
@@ -71,6 +80,14 @@ def build_scoring_dag(config: ModelConfig) -> object:
         schedule=_schedule(config),
         **dag_arguments(config, "scoring", catchup=config.scoring.catchup),
         params={
+            "date": Param(
+                None,
+                type=["null", "string"],
+                pattern=r"^\d{4}-\d{2}-\d{2}$",
+                title="Partition day",
+                description="YYYY-MM-DD; empty: the run's logical date (scheduled and backfill runs: "
+                "the day that ended), else the day before the run (UTC).",
+            ),
             "input": _location_param("Input partition", "<lake>/incoming/<model>/dt=<date>/", config),
             "output": _location_param("Output partition", "<lake>/predictions/<model>/dt=<date>/", config),
             "threshold": Param(
@@ -90,15 +107,22 @@ def build_scoring_dag(config: ModelConfig) -> object:
             from airflow.sdk.exceptions import AirflowFailException
             from tabular_mlops.config import get_model_config
             from tabular_mlops.ingest import safe_run_id
-            from tabular_mlops.scoring import checked_targets, checked_threshold, partition, staging_location
+            from tabular_mlops.scoring import (
+                checked_targets,
+                checked_threshold,
+                partition,
+                run_day,
+                staging_location,
+            )
             from tabular_mlops.storage import ForbiddenLocation, UnsafeTarget
 
             cfg = get_model_config(config.name)
             params = params or {}
             context = get_current_context()
-            # A manual run may have no logical date; then the day it was triggered is scored.
-            when = context.get("logical_date") or context["dag_run"].run_after
-            day = when.astimezone(UTC).date()
+            try:  # again here: the REST API and the CLI set Params without the form's pattern
+                day = run_day(params.get("date"), context.get("logical_date"), context["dag_run"].run_after)
+            except ValueError as exc:
+                raise AirflowFailException(str(exc)) from None
 
             def given(name: str, kind: str) -> str:
                 # Only an unset Param means the default: "" is refused like any unusable location.
@@ -216,7 +240,9 @@ def build_scoring_dag(config: ModelConfig) -> object:
 
         where = locate()
         pinned = pin_model()
+        ready = WaitForPartition(task_id="wait_for_partition", model=config.name, where=where)
         chunks = prepare(where, pinned)
+        ready >> chunks
         scored = score_chunk.partial(where=where, pinned=pinned).expand(chunk=chunks)
         publish(scored, where, pinned)
 

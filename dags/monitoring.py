@@ -2,11 +2,13 @@
 ### `<model>_monitoring`: one DAG per model config in `include/configs/`
 
 Runs when batch scoring publishes a partition (the `predictions/<model>` Asset), and daily from
-the config's `schedules.monitoring` cron as a fallback:
+the config's `schedules.monitoring` cron as a fallback. A cron run follows the scoring calendar:
+the 06:00 run on D+1 has data interval from D 00:00 and judges `dt=D`:
 
-1. **measure**: drift of the newest predictions partition (Param `current` overrides) against the
-   reference logged with the version that scored it: PSI of every feature on every row, weighted
-   by the feature's importance in that version, and PSI of the predicted probabilities. Quality
+1. **measure**: drift of the newest predictions partition (a cron run: its day's; Param
+   `current` overrides) against the reference logged with the version that scored it: PSI of
+   every feature on every row, weighted by the feature's importance in that version, and PSI of
+   the predicted probabilities. Quality
    per model version when labels have arrived (Param `labels`, default `<lake>/labels/<model>/`).
    Saves an Evidently HTML report and a JSON summary under `reports/monitoring/<model>/dt=<date>/`,
    logs them to MLflow and records the window's verdict on the registered model.
@@ -33,9 +35,12 @@ def _schedule(config: ModelConfig) -> Any:
         return [predictions_asset(config.name)]
     from airflow.timetables.assets import AssetOrTimeSchedule
     from airflow.timetables.trigger import CronTriggerTimetable
+    from tabular_mlops.config import day_interval
 
+    # As for scoring: the 06:00 run on D+1 has logical date D 00:00 and judges dt=D.
+    cron = config.schedules.monitoring
     return AssetOrTimeSchedule(
-        timetable=CronTriggerTimetable(config.schedules.monitoring, timezone="UTC"),
+        timetable=CronTriggerTimetable(cron, timezone="UTC", interval=day_interval(cron)),
         assets=[predictions_asset(config.name)],
     )
 
@@ -77,15 +82,22 @@ def build_monitoring_dag(config: ModelConfig) -> object:
             """Drift and quality of the window; report saved and logged; verdict recorded."""
             import logging
 
+            from airflow.sdk import get_current_context
             from airflow.sdk.exceptions import AirflowFailException
             from tabular_mlops import settings, storage
             from tabular_mlops.config import get_model_config
             from tabular_mlops.monitoring import MonitoringError
             from tabular_mlops.monitoring import measure as run
-            from tabular_mlops.scoring import lake_root
+            from tabular_mlops.scoring import lake_root, partition, run_day
 
             cfg = get_model_config(config.name)
             params = params or {}
+            current = params.get("current")
+            run_info = get_current_context()["dag_run"]
+            if current is None and run_info.run_type in ("scheduled", "backfill"):
+                # A cron run judges its data interval's day, the one that night's scoring scored.
+                day = run_day(None, run_info.logical_date, run_info.run_after)
+                current = partition(cfg, "predictions", day)
             labels = params.get("labels")
             if labels is None:
                 default = storage.join(settings.resolve_location(lake_root(cfg)), "labels", cfg.name)
@@ -93,7 +105,7 @@ def build_monitoring_dag(config: ModelConfig) -> object:
             try:
                 return run(
                     cfg,
-                    params.get("current"),
+                    current,
                     params.get("reference"),
                     labels,
                     progress=logging.getLogger("tabular_mlops.monitoring").info,

@@ -11,6 +11,7 @@ import copy
 import os
 import re
 from collections.abc import Iterable
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -216,12 +217,12 @@ class SplitSpec(_Strict):
     validation_size: Probability = 0.1
     seed: int = 42
 
-
     @model_validator(mode="after")
     def _leaves_training_rows(self) -> SplitSpec:
         if self.test_size + self.validation_size >= 0.9:
             raise ValueError("test_size + validation_size must leave at least 10% of the rows to train on")
         return self
+
 
 class ModelSpec(_Strict):
     """Which learner to train, its hyper-parameters and the registry entry it lands in."""
@@ -269,6 +270,29 @@ class ScheduleSpec(_Strict):
             raise ValueError(f"{value!r} is not a valid cron expression")
         return value
 
+    @field_validator("scoring", "monitoring")
+    @classmethod
+    def _fixed_time_of_day(cls, value: str | None) -> str | None:
+        # A run judges the day before it, so it must run at one time of day (see day_interval).
+        if value is not None:
+            day_interval(value)
+        return value
+
+
+def day_interval(cron: str) -> timedelta:
+    """How far a daily cron's run reaches back: to midnight of the day before (`M H * * *` -> 1 day + H:M).
+
+    The DAG's data interval then starts at the day the run scores or judges; ValueError for a cron
+    whose minute and hour are not single numbers (it has no one time of day).
+    """
+    fields = cron.split()
+    if len(fields) != 5 or not all(f.isdigit() for f in fields[:2]):
+        raise ValueError(
+            f"{cron!r}: minute and hour must be single numbers (e.g. '0 2 * * *'), because each run "
+            "handles the day that ended before it"
+        )
+    return timedelta(days=1, hours=int(fields[1]), minutes=int(fields[0]))
+
 
 class ScoringSpec(_Strict):
     """Batch scoring: where partitions live, which table holds the entities, how bad rows are judged."""
@@ -285,6 +309,10 @@ class ScoringSpec(_Strict):
     chunk_rows: int = Field(default=250_000, ge=1)
     batch_rows: int = Field(default=50_000, ge=1)
     catchup: bool = False
+    # How long a run waits for its input partition's completion marker, which the producer writes
+    # as its last file, before it fails naming the path.
+    wait_hours: float = Field(default=6.0, gt=0, le=24 * 7)
+    completion_marker: str = "_SUCCESS"
     # Roots besides the lake that the `input`/`output` Params and `mlops score --input/--output` may
     # name (folders or s3:// prefixes); anything else is refused before a file is read or replaced.
     allowed_locations: list[str] = Field(default_factory=list)
@@ -299,6 +327,13 @@ class ScoringSpec(_Strict):
             if problem:
                 raise ValueError(f"{value!r} is not a usable location: {problem}")
         return values
+
+    @field_validator("completion_marker")
+    @classmethod
+    def _plain_file_name(cls, value: str) -> str:
+        if not value or value in (".", "..") or "/" in value or any(ord(c) < 32 for c in value):
+            raise ValueError(f"{value!r} must be a plain file name (no '/', not empty)")
+        return value
 
     def lake_root(self) -> str:
         """The lake: MLOPS_LAKE, else `lake`, else <data dir>/lake (here, so DAG files parse it light)."""

@@ -35,7 +35,8 @@ def _stage_partition(model: str, dataset: str, day: str) -> Path:
     from tabular_mlops.generators.dataset import generate_dataset
     from tabular_mlops.scoring import partition
 
-    target = Path(partition(get_model_config(model), "incoming", day))
+    config = get_model_config(model)
+    target = Path(partition(config, "incoming", day))
     shutil.rmtree(target, ignore_errors=True)
     with tempfile.TemporaryDirectory() as tmp:
         generate_dataset(dataset, Path(tmp), rows=NEW_ROWS, seed=8, dirty_rows=3)
@@ -44,6 +45,8 @@ def _stage_partition(model: str, dataset: str, day: str) -> Path:
             # Applicants to score come as application_test.csv; the training table stays out.
             if path.name != "application_train.csv":
                 shutil.copy(path, target / path.name)
+    # Last, as a producer does: the scoring DAG waits for this marker before it reads the partition.
+    (target / config.scoring.completion_marker).touch()
     return target
 
 

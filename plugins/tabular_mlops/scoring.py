@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,25 @@ def partition(config: ModelConfig, kind: str, day: date | str) -> str:
     """`<lake>/<kind>/<model>/dt=<YYYY-MM-DD>`, kind being incoming or predictions."""
     root = settings.resolve_location(lake_root(config))
     return storage.join(root, kind, config.name, f"dt={day if isinstance(day, str) else day.isoformat()}")
+
+
+def run_day(given: str | None, logical_date: datetime | None, run_after: datetime) -> date:
+    """The partition day of a run: the `date` Param, else its logical date's UTC day, else yesterday.
+
+    A scheduled or backfill run's logical date is the start of its data interval, midnight of the
+    day that ended before the run (config.day_interval); a manual run without one scores the day
+    before it was triggered. ValueError names a `date` that is not YYYY-MM-DD.
+    """
+    if given is not None:
+        try:  # the pattern first: fromisoformat also takes 20261120 and, from 3.11, week dates
+            if re.fullmatch(r"\d{4}-\d{2}-\d{2}", given):
+                return date.fromisoformat(given)
+        except ValueError:
+            pass
+        raise ValueError(f"date={given!r} is not a day in the form YYYY-MM-DD")
+    if logical_date is not None:
+        return logical_date.astimezone(UTC).date()
+    return (run_after.astimezone(UTC) - timedelta(days=1)).date()
 
 
 def allowed_roots(config: ModelConfig) -> list[str]:

@@ -346,6 +346,14 @@ def list_files(location: str, aws_conn_id: str) -> list[str]:
     return sorted(key[start:] for key in keys if not key.endswith("/"))
 
 
+def exists(location: str, aws_conn_id: str) -> bool:
+    """True when a file (local path or s3:// object) is there."""
+    if not is_s3(location):
+        return Path(location).is_file()
+    bucket, key = split_s3(location)
+    return bool(s3_hook(aws_conn_id).check_for_key(key, bucket_name=bucket))
+
+
 def download(location: str, local: Path, aws_conn_id: str) -> Path:
     """Copy one file from a location (local or s3://) to a local path; return the local path."""
     local.parent.mkdir(parents=True, exist_ok=True)

@@ -125,7 +125,7 @@ def test_new_model_by_yaml_alone_gets_its_dag(tmp_path: Path) -> None:
 @pytest.mark.parametrize("model", ["churn", "credit_risk"])
 def test_batch_scoring_dag_shape(dagbag: dict, model: str) -> None:
     dag = dagbag["dags"][f"{model}_batch_scoring"]
-    assert dag["tasks"] == ["locate", "pin_model", "prepare", "score_chunk", "publish"]
+    assert dag["tasks"] == ["locate", "pin_model", "wait_for_partition", "prepare", "score_chunk", "publish"]
     assert dag["schedule"] == "0 2 * * *"  # schedules.scoring of defaults.yaml, UTC
     assert dag["catchup"] is False and dag["doc_md"]
 

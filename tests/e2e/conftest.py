@@ -123,6 +123,7 @@ def production_models(
     shutil.copytree(PROJECT_DIR / "include" / "configs", configs)
     defaults = yaml.safe_load((configs / "defaults.yaml").read_text())
     defaults["scoring"]["chunk_rows"] = 300
+    defaults["scoring"]["wait_hours"] = 0.002  # 7.2 s: a missing partition's wait ends within the test
     (configs / "defaults.yaml").write_text(yaml.safe_dump(defaults))
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")

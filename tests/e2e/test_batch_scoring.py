@@ -48,6 +48,7 @@ def _telco_partition(telco_raw: Path, folder: Path, rows: int = 1000) -> pd.Data
     frame = frame.drop(columns=["Churn"])
     folder.mkdir(parents=True, exist_ok=True)
     frame.to_csv(folder / TELCO_FILE, index=False)
+    (folder / "_SUCCESS").touch()  # the producer's completion marker, written last
     return frame
 
 
@@ -109,18 +110,23 @@ def test_churn_partition_scored_with_rejects_unseen_categories_and_mapped_chunks
         assert event.extra["model_version"] == scoring_world["versions"]["churn"]
 
 
-def test_missing_partition_fails_visibly_and_scores_nothing(dagbag, scoring_world: dict, lake: Path) -> None:
+def test_missing_partition_is_waited_for_then_fails_visibly_and_scores_nothing(
+    dagbag, scoring_world: dict, lake: Path, capfd
+) -> None:
     run = dagbag.get_dag("churn_batch_scoring").test(logical_date=_day(21))
     assert run.state == "failed"
     states = _states(run)
-    assert states["prepare"] == ["failed"] and states["publish"] == ["upstream_failed"]
+    assert states["wait_for_partition"] == ["failed"] and states["prepare"] == ["upstream_failed"]
     assert not (lake / "predictions" / "churn" / "dt=2026-11-21").exists()
+    marker = lake / "incoming" / "churn" / "dt=2026-11-21" / "_SUCCESS"
+    out = capfd.readouterr()
+    assert f"{marker}: the completion marker did not appear within 0.002 h" in out.out + out.err
     from airflow.models.taskinstance import TaskInstance
     from airflow.utils.session import create_session
 
     with create_session() as session:
-        ti = session.query(TaskInstance).filter_by(run_id=run.run_id, task_id="prepare").one()
-        assert ti.try_number == 1  # a missing partition does not come back on retry
+        ti = session.query(TaskInstance).filter_by(run_id=run.run_id, task_id="wait_for_partition").one()
+        assert ti.try_number == 1  # the wait is not repeated by a retry
 
 
 def test_rerun_of_a_date_replaces_the_partition_identically(
@@ -208,6 +214,7 @@ def test_credit_risk_scores_applicants_with_their_history_and_a_threshold_overri
     for path in home_credit_raw.glob("*.csv"):
         if path.name != "application_train.csv":
             shutil.copy(path, incoming / path.name)
+    (incoming / "_SUCCESS").touch()
     applicants = pd.read_csv(incoming / "application_test.csv", usecols=["SK_ID_CURR"])
     run = dagbag.get_dag("credit_risk_batch_scoring").test(logical_date=_day(20), run_conf={"threshold": 0.2})
     assert run.state == "success", _states(run)
@@ -231,6 +238,7 @@ def test_scoring_through_s3_with_the_airflow_connection(
     s3.upload_file(
         str(tmp_path / "in" / TELCO_FILE), "lake", f"prod/incoming/churn/dt=2026-11-20/{TELCO_FILE}"
     )
+    s3.put_object(Bucket="lake", Key="prod/incoming/churn/dt=2026-11-20/_SUCCESS", Body=b"")
     run = dagbag.get_dag("churn_batch_scoring").test(logical_date=_day(20))
     assert run.state == "success", _states(run)
     keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="lake", Prefix="prod/predictions/")["Contents"])

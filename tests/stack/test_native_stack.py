@@ -171,6 +171,8 @@ def test_scoring_an_s3_partition_triggers_monitoring_and_a_drift_alert_email(sta
     s3 = _s3(native)
     key = f"incoming/churn/dt={DAY}/{TELCO_FILE}"
     s3.put_object(Bucket="lake", Key=key, Body=_drifted_partition(stack["raw"]["churn"]))
+    # The producer's completion marker, last: present, so the run does not defer (no triggerer here).
+    s3.put_object(Bucket="lake", Key=f"incoming/churn/dt={DAY}/_SUCCESS", Body=b"")
     api.unpause("churn_monitoring")  # scheduled on the predictions Asset
     before = len(api.runs("churn_monitoring"))
     run_id = api.trigger("churn_batch_scoring", {}, logical_date=f"{DAY}T02:00:00Z")
