@@ -27,7 +27,7 @@ from tabular_mlops.features import FeatureBuildError
 from serving.batching import Batcher
 from serving.guard import RequestGuard, request_id, warn_if_open
 from serving.lean import ScoringInputError
-from serving.metrics import BATCH_ROWS, LATENCY, REQUESTS, VERSION, exposition
+from serving.metrics import BATCH_ROWS, LATENCY, RECORD_WARNINGS, REQUESTS, VERSION, exposition
 from serving.models import (
     ModelStore,
     NotServable,
@@ -37,7 +37,7 @@ from serving.models import (
     reload_seconds,
     signing_status,
 )
-from serving.schemas import PredictResponse, request_model
+from serving.schemas import PredictResponse, RecordChecker, request_model
 
 log = logging.getLogger("serving")
 # The caller's data, not a server fault: values the schema allows but the features cannot be
@@ -85,14 +85,7 @@ def create_app(store: ModelStore | None = None, watch: bool = True) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {
-                "field": ".".join(str(p) for p in e["loc"][1:]) or "(body)",
-                "message": e["msg"],
-                "type": e["type"],
-            }
-            for e in exc.errors()
-        ]
+        errors = _validation_errors(exc.errors(), getattr(exc, "body", None))
         rid = request_id(request.scope)
         return JSONResponse(
             status_code=422, content={"detail": errors, "request_id": rid}, headers={"X-Request-ID": rid}
@@ -110,6 +103,7 @@ def create_app(store: ModelStore | None = None, watch: bool = True) -> FastAPI:
 
     def predict_route(name: str) -> None:
         body_type = request_model(store.configs[name])
+        checker = RecordChecker(store.configs[name])
         limit = max_records()
         batcher = batchers[name] = Batcher(name, scorer(name), max_rows=limit)
 
@@ -128,8 +122,11 @@ def create_app(store: ModelStore | None = None, watch: bool = True) -> FastAPI:
                 if len(records) > limit:
                     status = "413"
                     raise HTTPException(status_code=413, detail=f"at most {limit} records per request")
+                dumped = [r.model_dump() for r in records]
+                # Values batch scoring would score with a warning: scored here too, and named.
+                warnings = checker.warnings(dumped)
                 try:
-                    served, probabilities = await batcher.submit([r.model_dump() for r in records])
+                    served, probabilities = await batcher.submit(dumped)
                 except NotServable as exc:
                     status = "503"
                     # The reason may hold registry URLs and errors: it goes to the log, not the caller.
@@ -141,8 +138,10 @@ def create_app(store: ModelStore | None = None, watch: bool = True) -> FastAPI:
                     status = "422"
                     log.warning("request_id=%s model=%s cannot score: %r", rid, name, exc)
                     raise HTTPException(status_code=422, detail=_unscorable(rid)) from None
+                for warning in warnings:
+                    RECORD_WARNINGS.labels(name, warning["kind"]).inc()
                 return Response(
-                    content=_prediction_json(served, rid, probabilities),
+                    content=_prediction_json(served, rid, probabilities, warnings),
                     media_type="application/json",
                     headers={"X-Request-ID": rid},
                 )
@@ -227,6 +226,28 @@ def create_app(store: ModelStore | None = None, watch: bool = True) -> FastAPI:
     return app
 
 
+def _validation_errors(errors: Any, body: Any) -> list[dict[str, Any]]:
+    """422 details naming the record and the field, for the shape the body has.
+
+    A body may be one record or a list; pydantic reports the failures under both readings,
+    so only those of the shape sent are kept (the others say "not a list" or "not an object")."""
+    shape = "list" if isinstance(body, list) else "one"
+    out = []
+    for error in errors:
+        loc = [str(p) for p in error["loc"][1:]]  # after "body": the union branch, then the path
+        branch = "list" if loc and loc[0].startswith("list[") else "one"
+        if loc and branch != shape and isinstance(body, list | dict):
+            continue
+        path, record = loc[1:], None
+        if branch == "list" and path and path[0].isdigit():
+            record, path = int(path[0]), path[1:]
+        elif isinstance(body, dict):
+            record = 0
+        field = ".".join(path) or "(body)"
+        out.append({"record": record, "field": field, "message": error["msg"], "type": error["type"]})
+    return out
+
+
 def _unscorable(rid: str) -> str:
     """The stable 422 message when valid-looking records break the feature SQL (detail in the log)."""
     return (
@@ -235,7 +256,9 @@ def _unscorable(rid: str) -> str:
     )
 
 
-def _prediction_json(served: Served, request_id: str, probabilities: Any) -> bytes:
+def _prediction_json(
+    served: Served, request_id: str, probabilities: Any, warnings: list[dict[str, Any]]
+) -> bytes:
     """The response body (built by hand: a pydantic round trip per request costs more than scoring)."""
     threshold = served.threshold
     predictions = [
@@ -247,6 +270,7 @@ def _prediction_json(served: Served, request_id: str, probabilities: Any) -> byt
         "model_version": served.version,
         "request_id": request_id,
         "predictions": predictions,
+        "warnings": warnings,
     }
     return json.dumps(body, separators=(",", ":")).encode()
 

@@ -37,6 +37,13 @@ BATCH_ROWS = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
     registry=_OWN,
 )
+# Values scored although they break a value rule (batch scoring counts the same as warnings).
+RECORD_WARNINGS = Counter(
+    "serving_record_warnings",
+    "Record values scored with a warning, by rule kind (not_allowed, below_minimum, above_maximum, pattern)",
+    ["model", "kind"],
+    registry=_OWN,
+)
 # One sample per live worker (label pid): every worker should report the same version.
 VERSION = Gauge(
     "serving_model_version", "Registry version served", ["model"], registry=_OWN, multiprocess_mode="liveall"

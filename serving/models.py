@@ -2,19 +2,22 @@
 
 Each worker loads `models:/<registered name>@production` for every model config at start-up and
 re-reads the alias every `SERVING_RELOAD_SECONDS`. A new version is swapped in only after it
-loads, compiles into the lean request path (lean.py) and, through that path, reproduces the golden
-records logged with it at training. The swap is one reference assignment, so a batch in flight
-finishes on the version it started with.
+loads, compiles into the lean request path (lean.py) and reproduces the golden requests logged
+with it at training: raw request bodies (for credit_risk, applications with their history rows)
+replayed through the request schema, the feature SQL, the encoder and the booster. The swap is
+one reference assignment, so a batch in flight finishes on the version it started with.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +26,7 @@ from tabular_mlops import registry, signing, tracking
 from tabular_mlops.config import ModelConfig
 
 from serving.lean import LeanScorer
+from serving.schemas import request_model
 
 log = logging.getLogger("serving")
 GOLDEN_TOLERANCE = 1e-6
@@ -51,18 +55,43 @@ class Served:
 
 
 def golden_probabilities(lean: LeanScorer, golden: pd.DataFrame) -> np.ndarray:
-    """What the lean path gives the golden records (raw records, or feature rows)."""
+    """What the lean path gives legacy golden rows (raw records, or feature rows)."""
     if lean.raw:
         records = golden.astype(object).where(golden.notna(), None).to_dict(orient="records")
         return lean.score(records)
     return lean.score_feature_rows(golden)
 
 
+def replay_golden(config: ModelConfig, lean: LeanScorer, requests: list[Any]) -> np.ndarray:
+    """What the request path gives golden request bodies: the request schema, then the lean path."""
+    from pydantic import TypeAdapter
+
+    body = request_model(config)
+    parsed = TypeAdapter(list[body]).validate_python(requests)  # type: ignore[valid-type]
+    return lean.score([r.model_dump() for r in parsed])  # type: ignore[attr-defined]
+
+
+def _golden(run_id: str, lean: LeanScorer, config: ModelConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(expected, got) probabilities of a version's golden records through the serving path."""
+    import mlflow
+    from tabular_mlops.training import GOLDEN_FILE, GOLDEN_REQUESTS, REFERENCE_PROBABILITY
+
+    listed = {Path(f.path).name for f in mlflow.MlflowClient().list_artifacts(run_id, "serving")}
+    if GOLDEN_REQUESTS in listed:
+        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"serving/{GOLDEN_REQUESTS}")
+        golden = json.loads(Path(path).read_text())
+        expected = np.asarray(golden["probabilities"], dtype=float)
+        return expected, replay_golden(config, lean, golden["requests"])
+    # A version trained before golden requests: its model input rows only.
+    log.warning("run %s has no %s: golden check over model input rows only", run_id, GOLDEN_REQUESTS)
+    path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"serving/{GOLDEN_FILE}")
+    rows = pd.read_parquet(path)
+    expected = rows.pop(REFERENCE_PROBABILITY).to_numpy()
+    return expected, golden_probabilities(lean, rows)
+
+
 def _load(config: ModelConfig, version: str | None = None) -> Served:
     """Load and check a version (the production one by default); raise NotServable on any failure."""
-    import mlflow
-    from tabular_mlops.training import GOLDEN_FILE, REFERENCE_PROBABILITY
-
     name = tracking.registered_name(config.model.registered_name)
     client = tracking.configure()
     if version is None:
@@ -81,20 +110,12 @@ def _load(config: ModelConfig, version: str | None = None) -> Served:
     except Exception as exc:
         raise NotServable(f"{name} version {version} cannot be prepared for serving: {exc}") from None
     try:
-        path = mlflow.artifacts.download_artifacts(
-            run_id=details.run_id, artifact_path=f"serving/{GOLDEN_FILE}"
-        )
-    except Exception as exc:
-        raise NotServable(f"{name} version {version} has no golden records: {exc}") from None
-    golden = pd.read_parquet(path)
-    expected = golden.pop(REFERENCE_PROBABILITY).to_numpy()
-    try:
-        got = golden_probabilities(lean, golden)
+        expected, got = _golden(details.run_id, lean, config)
     except Exception as exc:
         lean.close()
-        raise NotServable(f"{name} version {version} cannot score its golden records: {exc}") from None
+        raise NotServable(f"{name} version {version} cannot replay its golden records: {exc}") from None
     worst = float(np.max(np.abs(got - expected))) if len(expected) else 0.0
-    if worst > GOLDEN_TOLERANCE:
+    if len(got) != len(expected) or worst > GOLDEN_TOLERANCE:
         lean.close()
         raise NotServable(f"{name} version {version} moved its golden probabilities by up to {worst:.2e}")
     metrics = {k: v for k, v in client.get_run(details.run_id).data.metrics.items() if k.startswith("test_")}

@@ -1,44 +1,42 @@
-"""Request and response schemas generated from the model configs.
+"""Request and response schemas generated from the model configs, and the record checks.
 
-Each record type is a pydantic model built from a table's column contract: typed fields, enums
-for categories, ranges, patterns, required versus optional. The label is never asked for.
-A credit_risk request holds the application and, optionally, the applicant's history records.
+A record type is a pydantic model of a table's column contract as batch scoring applies it
+(`tabular_mlops.scoring.scoring_spec`): a missing required value or a value that is not its type
+rejects the request (422 naming record and field), as it sends a batch row to rejects.csv. The
+value rules (allowed set, range, pattern) are checked afterwards by `RecordChecker` from the same
+relaxed spec: a breach is a warning in the response, as batch counts it, and the record is scored.
+The label is never asked for. A credit_risk request holds the application and, optionally, the
+applicant's history records.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import re
+from collections.abc import Callable
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from tabular_mlops.config import ColumnSpec, ModelConfig, TableSpec
+from tabular_mlops.scoring import scoring_spec
 
-_TYPES: dict[str, Any] = {"int": int, "float": float, "string": str}
+_TYPES: dict[str, Any] = {"int": int, "float": float, "string": str, "category": str}
 
 
 def _field(spec: ColumnSpec) -> tuple[Any, Any]:
-    """(annotation, default) of one column."""
-    if spec.type == "category":
-        annotation: Any = Literal[tuple(str(v) for v in spec.values or [])]
-    elif spec.values is not None:
-        annotation = Literal[tuple(int(v) if spec.type == "int" else v for v in spec.values)]
-    else:
-        annotation = _TYPES[spec.type]
-    constraints: dict[str, Any] = {}
-    if spec.min is not None:
-        constraints["ge"] = spec.min
-    if spec.max is not None:
-        constraints["le"] = spec.max
-    if spec.pattern is not None:
-        constraints["pattern"] = spec.pattern
+    """(annotation, default) of one column: its type and whether it is required, nothing more."""
+    annotation = _TYPES[spec.type]
     if spec.nullable:
-        return annotation | None, Field(default=None, **constraints)
-    return annotation, Field(..., **constraints)
+        return annotation | None, Field(default=None)
+    return annotation, Field(...)
 
 
-def record_model(name: str, table: TableSpec, drop: set[str] = frozenset()) -> type[BaseModel]:  # type: ignore[assignment]
-    """A pydantic model of one record of a table (unknown fields are ignored)."""
-    fields = {column: _field(spec) for column, spec in table.columns.items() if column not in drop}
-    return create_model(name, __config__=ConfigDict(extra="ignore"), **fields)  # type: ignore[call-overload]
+def record_model(name: str, table: TableSpec) -> type[BaseModel]:
+    """A pydantic model of one record of a table as scoring reads it (unknown fields are ignored).
+
+    Text is stripped of surrounding whitespace, as batch scoring trims every CSV value."""
+    fields = {column: _field(spec) for column, spec in scoring_spec(table).columns.items()}
+    config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+    return create_model(name, __config__=config, **fields)  # type: ignore[call-overload]
 
 
 def history_tables(config: ModelConfig) -> list[str]:
@@ -49,19 +47,20 @@ def history_tables(config: ModelConfig) -> list[str]:
     return [t for t in config.data.tables if t not in skip]
 
 
+def _camel(name: str) -> str:
+    return "".join(part.title() for part in name.split("_"))
+
+
 def request_model(config: ModelConfig) -> type[BaseModel]:
     """The body of one scoring request of a model: a raw record, or an application with history."""
-    entity = config.data.tables[config.scoring_entity_table]
-    label = entity.label.column if entity.label is not None else None
-    camel = "".join(part.title() for part in config.name.split("_"))
-    record = record_model(f"{camel}Record", entity, {label} if label else set())
+    camel = _camel(config.name)
+    record = record_model(f"{camel}Record", config.data.tables[config.scoring_entity_table])
     history = history_tables(config)
     if not history:
         return record
     fields: dict[str, Any] = {"application": (record, Field(..., description="the application to score"))}
     for table in history:
-        spec = config.data.tables[table]
-        item = record_model(f"{camel}{''.join(p.title() for p in table.split('_'))}Record", spec)
+        item = record_model(f"{camel}{_camel(table)}Record", config.data.tables[table])
         cap = config.serving.history_cap(table)
         fields[table] = (
             list[item],  # type: ignore[valid-type]
@@ -74,6 +73,72 @@ def request_model(config: ModelConfig) -> type[BaseModel]:
     return create_model(f"{camel}Request", __config__=ConfigDict(extra="forbid"), **fields)
 
 
+# (kind, problem, test) of one value rule; the problem reads as batch's reason after "<column>: "
+# (row_rules), so a REST warning and a batch warning of the same value say the same thing.
+ValueRule = tuple[str, str, Callable[[Any], bool]]
+
+
+def value_rules(spec: ColumnSpec) -> list[ValueRule]:
+    """The allowed-set, range and pattern rules of one column, as Python tests of a typed value."""
+    rules: list[ValueRule] = []
+    low, high = spec.min, spec.max
+    if low is not None:
+        rules.append(("below_minimum", f"below minimum {low:g}", lambda v: v < low))
+    if high is not None:
+        rules.append(("above_maximum", f"above maximum {high:g}", lambda v: v > high))
+    if spec.values is not None:
+        cast: Callable[[Any], Any] = {"int": int, "float": float}.get(spec.type, str)
+        allowed = frozenset(cast(v) for v in spec.values)
+        rules.append(("not_allowed", "not in the allowed set", lambda v: v not in allowed))
+    if spec.pattern is not None:
+        compiled = re.compile(spec.pattern)
+        rules.append(("pattern", f"does not match {spec.pattern}", lambda v: not compiled.fullmatch(v)))
+    return rules
+
+
+class RecordChecker:
+    """The value rules of a model's request records: what batch scoring counts as warnings.
+
+    Built from the same relaxed spec as batch scoring (`scoring_spec`), where every value rule
+    is a warning: a breaking record is scored, and its warnings name the field and the problem.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        def table_rules(table: str) -> list[tuple[str, list[ValueRule]]]:
+            columns = scoring_spec(config.data.tables[table]).columns.items()
+            return [(name, rules) for name, spec in columns if (rules := value_rules(spec))]
+
+        self.entity = table_rules(config.scoring_entity_table)
+        self.history = {table: table_rules(table) for table in history_tables(config)}
+
+    def warnings(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Every value-rule breach of the (validated) records: record index, field, kind, problem."""
+        found: list[dict[str, Any]] = []
+        for i, record in enumerate(records):
+            if not self.history:
+                _check(found, i, "", record, self.entity)
+                continue
+            _check(found, i, "application.", record["application"], self.entity)
+            for table, rules in self.history.items():
+                for j, row in enumerate(record.get(table) or []):
+                    _check(found, i, f"{table}.{j}.", row, rules)
+        return found
+
+
+def _check(
+    found: list[dict[str, Any]], index: int, prefix: str, row: dict[str, Any], rules: list[Any]
+) -> None:
+    """Append the breaches of one row (nulls break no value rule, as in batch)."""
+    for column, column_rules in rules:
+        value = row.get(column)
+        if value is None:
+            continue
+        for kind, problem, breaks in column_rules:
+            if breaks(value):
+                where = {"record": index, "field": prefix + column}
+                found.append({**where, "kind": kind, "problem": problem, "value": value})
+
+
 class Prediction(BaseModel):
     """The score of one record."""
 
@@ -82,10 +147,21 @@ class Prediction(BaseModel):
     threshold: float
 
 
+class RecordWarning(BaseModel):
+    """A value a record was scored with although it breaks a value rule (batch counts it too)."""
+
+    record: int = Field(description="index of the record in the request")
+    field: str = Field(description="the field, e.g. 'Contract' or 'bureau.2.CREDIT_ACTIVE'")
+    kind: str = Field(description="not_allowed, below_minimum, above_maximum or pattern")
+    problem: str = Field(description="the rule broken, worded as in batch scoring's warnings")
+    value: Any
+
+
 class PredictResponse(BaseModel):
-    """The scores of a request, in the order of its records."""
+    """The scores of a request, in the order of its records, and the warnings of its records."""
 
     model_name: str
     model_version: str
     request_id: str
     predictions: list[Prediction]
+    warnings: list[RecordWarning] = Field(default_factory=list)

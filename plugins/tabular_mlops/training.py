@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from tabular_mlops import settings, signing, tracking
 from tabular_mlops.config import ModelConfig, SplitSpec
@@ -30,8 +31,13 @@ TEST_ROWS = "test_rows.parquet"
 # The drift reference logged with every version, under the run's monitoring/ artifacts.
 REFERENCE_FILE = "reference.parquet"
 REFERENCE_PROBABILITY = "__probability"
-# Model input rows with their probabilities, logged under serving/ for the service's swap check.
+# Model input rows with their probabilities, logged under serving/ by versions trained before
+# golden requests (the service still checks those versions against them).
 GOLDEN_FILE = "golden.parquet"
+# Raw request bodies (a record, or an application with its history rows) with the probabilities
+# this version gives them, logged under serving/: the service replays them through its request
+# path before a version takes traffic.
+GOLDEN_REQUESTS = "golden_requests.json"
 GOLDEN_ROWS = 50
 # Run tag of a dry run: its model was logged and signed on the run, and no version was registered.
 DRY_RUN_TAG = "mlops.dry_run"
@@ -241,12 +247,87 @@ def _log_reference(
     mlflow.log_dict(column_importance(importance, categorical, numeric), "monitoring/column_importance.json")
 
 
-def _log_golden(classifier: Any, rows: pd.DataFrame) -> None:
-    """Log model input rows with the probabilities this version gives them: a service checks a
-    version against them before it takes traffic."""
-    golden = rows.reset_index(drop=True).copy()
-    golden[REFERENCE_PROBABILITY] = classifier.predict_proba(rows)
-    _log_parquet(golden, GOLDEN_FILE, "serving")
+def _log_golden(config: ModelConfig, classifier: Any, rows: pd.DataFrame, interim_dir: Path) -> None:
+    """Log raw request bodies of test entities with the probabilities this version gives their
+    model input rows: a service replays them through its whole request path (schema, feature SQL,
+    encoder, booster) and refuses the version if an answer moves."""
+    import mlflow
+
+    if config.features.model_input == "raw":
+        requests = pa.Table.from_pandas(rows, preserve_index=False).to_pylist()
+        probabilities = classifier.predict_proba(rows)
+    else:
+        key = config.features.entity_key
+        requests = golden_requests(config, interim_dir, rows[key].tolist())
+        chosen = rows.set_index(key).loc[[r["application"][key] for r in requests]].reset_index()
+        probabilities = classifier.predict_proba(chosen[rows.columns])
+    golden = {"requests": requests, "probabilities": [float(p) for p in probabilities]}
+    mlflow.log_dict(golden, f"serving/{GOLDEN_REQUESTS}")
+
+
+def golden_requests(config: ModelConfig, interim_dir: Path, keys: list[Any]) -> list[dict[str, Any]]:
+    """Requests of the entities `keys` (in order): the application and every history table's rows,
+    read from the interim tables, leaving out entities whose history exceeds a serving cap."""
+    key = config.features.entity_key
+    label = config.data.tables[config.data.label_table].label
+    drop = {label.column} if label is not None else set()
+    applications = _interim_rows(interim_dir, config.data.label_table, key, keys)
+    history: dict[str, list[dict[str, Any]]] = {}
+    for table in config.data.tables:
+        if table in (config.scoring_entity_table, config.data.label_table):
+            continue
+        link, values = key, keys
+        linked = _parent(config, table)
+        if linked is not None:  # hangs off another history table (bureau_balance off bureau)
+            link, parent, column = linked
+            values = sorted({r[column] for r in history[parent]})
+        history[table] = _interim_rows(interim_dir, table, link, values)
+    requests = []
+    for application in applications:
+        request = _history_request(config, history, application[key])
+        if request is not None:
+            record = {k: v for k, v in application.items() if k not in drop}
+            requests.append({"application": record, **request})
+    return requests
+
+
+def _history_request(
+    config: ModelConfig, history: dict[str, list[dict[str, Any]]], entity: Any
+) -> dict[str, list[dict[str, Any]]] | None:
+    """One entity's history rows per table (None when a table holds more than its serving cap)."""
+    key = config.features.entity_key
+    mine: dict[str, list[dict[str, Any]]] = {}
+    for table, rows in history.items():
+        linked = _parent(config, table)
+        if linked is None:
+            mine[table] = [r for r in rows if r[key] == entity]
+        else:
+            link, parent, column = linked
+            ids = {r[column] for r in mine[parent]}
+            mine[table] = [r for r in rows if r[link] in ids]
+        if len(mine[table]) > config.serving.history_cap(table):
+            return None
+    return mine
+
+
+def _interim_rows(interim_dir: Path, table: str, column: str, values: list[Any]) -> list[dict[str, Any]]:
+    """Rows of an interim table whose `column` is one of `values`, in file order, as Python values."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    data = pq.read_table(Path(interim_dir) / f"{table}.parquet")
+    wanted = pa.array(values, type=data.schema.field(column).type)
+    return data.filter(pc.is_in(data[column], value_set=wanted)).to_pylist()
+
+
+def _parent(config: ModelConfig, table: str) -> tuple[str, str, str] | None:
+    """(column, parent table, parent column) of a history table without the entity key."""
+    spec = config.data.tables[table]
+    if config.features.entity_key in spec.columns:
+        return None
+    fk = spec.foreign_keys[0]
+    parent, column = fk.references[0].split(".", 1)
+    return fk.column, parent, column
 
 
 def _register(
@@ -354,7 +435,7 @@ def train_candidate(
         _log_reference(
             config, classifier, frame, feature_rows, parts["valid"], importance, categorical, numeric
         )
-        _log_golden(classifier, frame.iloc[parts["test"][:GOLDEN_ROWS]])
+        _log_golden(config, classifier, frame.iloc[parts["test"][:GOLDEN_ROWS]], interim_dir)
 
         example = signature_frame(frame.iloc[parts["train"][:5]])
         signature = infer_signature(example, classifier.predict(None, example))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -109,14 +110,15 @@ def test_invalid_unknown_oversized_and_unauthorised_requests(service: str, telco
     record = _telco_records(telco_raw, 1)[0]
     bad = httpx.post(
         f"{service}/v1/models/churn/predict",
-        json={**record, "tenure": "a year", "Contract": "Weekly"},
+        json=[record, {**record, "tenure": "a year", "MonthlyCharges": "lots"}],
         headers=AUTH,
     )
     assert bad.status_code == 422
-    fields = {e["field"] for e in bad.json()["detail"]}
-    assert any(f.endswith("tenure") for f in fields) and any(f.endswith("Contract") for f in fields)
+    # The wrong-typed fields by record, nothing about the union's other reading of the body.
+    assert {(e["record"], e["field"]) for e in bad.json()["detail"]} == {(1, "tenure"), (1, "MonthlyCharges")}
     missing = httpx.post(f"{service}/v1/models/churn/predict", json={"tenure": 3}, headers=AUTH)
-    assert missing.status_code == 422 and any("customerID" in e["field"] for e in missing.json()["detail"])
+    assert missing.status_code == 422
+    assert [(e["record"], e["field"]) for e in missing.json()["detail"]] == [(0, "customerID")]
     assert httpx.post(f"{service}/v1/models/fraud/predict", json=record, headers=AUTH).status_code == 404
     too_many = httpx.post(f"{service}/v1/models/churn/predict", json=[record] * 51, headers=AUTH)
     assert too_many.status_code == 413
@@ -339,6 +341,122 @@ def test_rest_probabilities_equal_batch_scoring_for_both_models(
     rest = httpx.post(f"{service}/v1/models/credit_risk/predict", json=body, headers=AUTH, timeout=60).json()
     expected = batch.loc[applications["SK_ID_CURR"], "probability"].tolist()
     assert [p["probability"] for p in rest["predictions"]] == pytest.approx(expected, abs=1e-6)
+
+
+def test_rest_and_batch_treat_the_same_records_the_same_way(
+    service: str, telco_raw: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unseen category and an out-of-range value are scored with a warning by both paths; a
+    wrong type is rejected by both (REST 422 naming record and field, batch rejects.csv)."""
+    import json
+
+    from tabular_mlops.config import get_model_config
+    from tabular_mlops.scoring import score_partition
+
+    monkeypatch.setenv("MLOPS_LAKE", str(tmp_path))
+    raw = pd.read_csv(telco_raw / TELCO_FILE, dtype=str, keep_default_na=False).head(4)
+    raw.loc[1, "Contract"], raw.loc[2, "tenure"], raw.loc[3, "tenure"] = "Weekly", "90", "a year"
+    folder = tmp_path / "mixed_in"
+    folder.mkdir()
+    raw.to_csv(folder / TELCO_FILE, index=False)
+    config = get_model_config("churn")
+    # One row in four is rejected on purpose: above the configured share a run fails.
+    config = config.model_copy(
+        update={"scoring": config.scoring.model_copy(update={"max_rejected_share": 0.5})}
+    )
+    score_partition(config, str(folder), str(tmp_path / "mixed_out"))
+    batch = pd.read_parquet(tmp_path / "mixed_out" / "predictions.parquet")
+    rejects = pd.read_csv(tmp_path / "mixed_out" / "rejects.csv")
+    manifest = json.loads((tmp_path / "mixed_out" / "_manifest.json").read_text())
+    batch_warnings = {label for t in manifest["input"]["tables"] for label in t["warnings"]}
+    assert batch["customerID"].tolist() == raw["customerID"].head(3).tolist()
+    assert rejects["reasons"].tolist() == ["tenure: not an integer ('a year')"]
+
+    records = _telco_records(telco_raw, 4)
+    records[1]["Contract"], records[2]["tenure"], records[3]["tenure"] = "Weekly", 90, "a year"
+    url = f"{service}/v1/models/churn/predict"
+    scored = httpx.post(url, json=records[:3], headers=AUTH)
+    assert scored.status_code == 200, scored.text
+    body = scored.json()
+    assert [p["probability"] for p in body["predictions"]] == pytest.approx(
+        batch["probability"].tolist(), abs=1e-6
+    )
+    assert [(w["record"], w["field"], w["kind"], w["value"]) for w in body["warnings"]] == [
+        (1, "Contract", "not_allowed", "Weekly"),
+        (2, "tenure", "above_maximum", 90),
+    ]
+    # Worded as batch counts them: "<field>: <problem>".
+    assert {f"{w['field']}: {w['problem']}" for w in body["warnings"]} == batch_warnings
+    rejected = httpx.post(url, json=records[2:], headers=AUTH)
+    assert rejected.status_code == 422
+    assert [(e["record"], e["field"]) for e in rejected.json()["detail"]] == [(1, "tenure")]
+    metrics = httpx.get(f"{service}/metrics").text
+    counted = re.findall(r'serving_record_warnings_total\{kind="(\w+)",model="churn"\} (\S+)', metrics)
+    assert {"not_allowed", "above_maximum"} <= {kind for kind, count in counted if float(count) >= 1}
+
+
+@contextlib.contextmanager
+def _tampered_golden(run_id: str, tmp_path: Path) -> Iterator[dict]:
+    """The run's golden requests with the first expected probability moved by 1e-5, restored after."""
+    import json
+
+    import mlflow
+    from tabular_mlops.training import GOLDEN_REQUESTS
+
+    path = Path(
+        mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"serving/{GOLDEN_REQUESTS}")
+    )
+    original = json.loads(path.read_text())
+    tampered = {
+        **original,
+        "probabilities": [original["probabilities"][0] + 1e-5, *original["probabilities"][1:]],
+    }
+    (tmp_path / "tampered").mkdir()
+    (tmp_path / "tampered" / GOLDEN_REQUESTS).write_text(json.dumps(tampered))
+    (tmp_path / "original").mkdir()
+    (tmp_path / "original" / GOLDEN_REQUESTS).write_text(path.read_text())
+    client = mlflow.MlflowClient()
+    client.log_artifact(run_id, str(tmp_path / "tampered" / GOLDEN_REQUESTS), "serving")
+    try:
+        yield original
+    finally:
+        client.log_artifact(run_id, str(tmp_path / "original" / GOLDEN_REQUESTS), "serving")
+
+
+def test_golden_requests_cover_the_served_path_and_a_moved_answer_is_refused(
+    production_models: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """credit_risk's golden requests are applications with their history rows; the app replays
+    them at load and refuses a version whose answers differ from the logged ones."""
+    import mlflow
+    from fastapi.testclient import TestClient
+    from tabular_mlops import tracking
+    from tabular_mlops.config import get_model_config
+
+    monkeypatch.setenv("SERVING_LAZY_APP", "1")
+    from serving.app import create_app
+    from serving.models import ModelStore
+
+    config = get_model_config("credit_risk")
+    name = tracking.registered_name(config.model.registered_name)
+    version = production_models["versions"]["credit_risk"]
+    run_id = mlflow.MlflowClient().get_model_version(name, version).run_id
+    with _tampered_golden(run_id, tmp_path) as original:
+        requests = original["requests"]
+        assert len(requests) == len(original["probabilities"]) >= 10
+        assert sum(len(r["bureau"]) for r in requests) and sum(len(r["bureau_balance"]) for r in requests)
+        assert sum(len(r["installments_payments"]) for r in requests)
+        with TestClient(create_app(ModelStore({"credit_risk": config}), watch=False)) as client:
+            assert client.get("/ready").json() == {"ready": False, "missing": ["credit_risk"]}
+            error = client.get("/health").json()["errors"]["credit_risk"]
+            assert "moved its golden probabilities by up to 1.00e-05" in error, error
+    # Restored: the same app loads the version, and answers the golden requests as logged.
+    with TestClient(create_app(ModelStore({"credit_risk": config}), watch=False)) as client:
+        assert client.get("/ready").status_code == 200
+        answer = client.post("/v1/models/credit_risk/predict", json=requests[:5], headers=AUTH)
+        assert answer.status_code == 200, answer.text
+    got = [p["probability"] for p in answer.json()["predictions"]]
+    assert got == pytest.approx(original["probabilities"][:5], abs=1e-6)
 
 
 def test_hot_reload_swaps_versions_without_failing_a_request(
