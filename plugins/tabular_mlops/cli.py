@@ -186,6 +186,12 @@ def _promote(args: argparse.Namespace) -> int:
 
     name = _registered_name(args.model)
     move = registry.promote(name, args.version, registry.actor(), reason=args.reason or "manual promotion")
+    if move.already:
+        print(
+            f"[mlops] {name} version {move.to_version} is already in production "
+            f"(since {move.at}, by {move.actor}); nothing moved",
+            file=sys.stderr,
+        )
     _emit(move.to_dict())
     return EXIT_OK
 

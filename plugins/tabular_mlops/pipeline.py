@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tabular_mlops import settings
+from tabular_mlops import faults, settings
 from tabular_mlops.config import ModelConfig, get_model_config
 from tabular_mlops.ingest import ingest_raw_tables
 from tabular_mlops.promotion import (
@@ -94,9 +94,15 @@ def run_training_chain(
     trained = train_candidate(
         config, Path(str(report.interim_dir)), built.path, origin=origin, progress=say, register=not dry_run
     )
-    summary = evaluate_candidate(config, trained.run_id, trained.version)
+    # The stages after training only talk to the registry and are safe to repeat: like Airflow's
+    # task retries, a registry that is down for a moment is waited out instead of failing the run.
+    summary = faults.retry_transient(
+        lambda: evaluate_candidate(config, trained.run_id, trained.version), "evaluating the candidate"
+    )
     say(f"test roc_auc {summary['metrics']['roc_auc']:.4f} (production: {summary['production_version']})")
-    verdict = gate_candidate(config, trained.run_id, overrides)
+    verdict = faults.retry_transient(
+        lambda: gate_candidate(config, trained.run_id, overrides), "gating the candidate"
+    )
     result: dict[str, Any] = {
         "model": config.name,
         "run_id": trained.run_id,
@@ -112,7 +118,10 @@ def run_training_chain(
     if not promote and not dry_run:
         return result
     try:
-        moved = promote_candidate(config, trained.run_id, dry_run=dry_run, origin=origin)
+        moved = faults.retry_transient(
+            lambda: promote_candidate(config, trained.run_id, dry_run=dry_run, origin=origin),
+            "promoting the candidate",
+        )
     except GateRefused:
         return result
     result["promoted"] = bool(moved["promoted"])

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tabular_mlops import registry, settings, signing, tracking
+from tabular_mlops import faults, registry, settings, signing, tracking
 from tabular_mlops.config import ModelConfig
 from tabular_mlops.training import LABEL, TEST_ROWS, signature_frame, work_dir_for
 
@@ -79,7 +79,9 @@ def evaluate_candidate(config: ModelConfig, run_id: str, version: str | None) ->
             production = _score(name, production_version, rows)
             production_metrics = compute_metrics(y, production, config.model.threshold)
         except Exception as exc:  # noqa: BLE001 - any failure to score production fails the gate closed
-            production_error = f"{type(exc).__name__}: {exc}"[:500]
+            if faults.is_transient(exc):
+                raise  # a registry or object store down for a moment: retry, never refuse for it
+            production_error = faults.describe(exc)
     importance = pd.read_parquet(work / "importance.parquet")["importance"]
     out = evaluation_dir(config, run_id)
     result = evaluate(
@@ -195,7 +197,13 @@ def promote_candidate(
             "checks": len(verdict.get("checks", [])),
         },
     )
-    return {"promoted": True, "dry_run": False, "version": version, "previous": move.from_version}
+    return {
+        "promoted": True,
+        "dry_run": False,
+        "version": version,
+        "previous": move.from_version,
+        "already": move.already,  # a retry whose lost try had moved the alias already
+    }
 
 
 def _label(version: str | None) -> str:

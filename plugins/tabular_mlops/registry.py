@@ -12,7 +12,8 @@ import getpass
 import json
 import os
 import socket
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,6 +23,9 @@ PRODUCTION = "production"
 PREVIOUS = "previous"
 AUDIT_PREFIX = "audit."
 _TAG_LIMIT = 4900  # MLflow caps registered-model tag values at 5,000 characters
+# Tests set this to crash a promote at a named step ("moved": aliases set, nothing recorded yet;
+# "recorded": audit entry written, promoted_at not yet); None in production.
+FAULT_HOOK: Callable[[str], None] | None = None
 
 
 class RegistryError(RuntimeError):
@@ -40,6 +44,8 @@ class AliasMove:
     at: str
     reason: str = ""
     gate: dict[str, Any] = field(default_factory=dict)
+    # True when the alias already pointed there and nothing moved now (a retry, a repeated command).
+    already: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form."""
@@ -96,6 +102,7 @@ def registered_by(name: str, experiment: str, origin: dict[str, str]) -> tuple[s
 
 def _record(client: Any, move: AliasMove) -> None:
     payload = move.to_dict()
+    payload.pop("already")
     text = json.dumps(payload, default=str)
     if len(text) > _TAG_LIMIT:
         payload["gate"] = {"passed": move.gate.get("passed"), "reasons": move.gate.get("reasons", [])[:5]}
@@ -111,6 +118,12 @@ def _check_made_here(name: str, version: str, action: str) -> None:
         raise RegistryError(f"refusing to {action}: {exc}") from None
 
 
+def _fault_point(step: str) -> None:
+    """Give a test the chance to crash a promote here (see FAULT_HOOK)."""
+    if FAULT_HOOK is not None:
+        FAULT_HOOK(step)
+
+
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
 
@@ -118,20 +131,49 @@ def _now() -> str:
 def promote(
     name: str, version: str, who: str, reason: str = "", gate: dict[str, Any] | None = None
 ) -> AliasMove:
-    """Point production at `version`, keep the replaced one under previous, and record the move."""
+    """Point production at `version`, keep the replaced one under previous, and record the move.
+
+    Idempotent: when production already points at `version` (a retry whose lost try moved the
+    alias, or the same command twice) nothing moves and the move that put it there is returned
+    with `already` set; it is recorded now only if the lost try died before recording it.
+    """
     client = tracking.configure()
-    client.get_model_version(name, str(version))  # raises when the version does not exist
+    found = client.get_model_version(name, str(version))  # raises when the version does not exist
     _check_made_here(name, str(version), "promote")
     current = alias_version(name, PRODUCTION)
     if current == str(version):
-        raise RegistryError(f"{name}: version {version} is already in production")
-    if current is not None:
-        client.set_registered_model_alias(name, PREVIOUS, current)
-    client.set_registered_model_alias(name, PRODUCTION, str(version))
-    move = AliasMove(name, "promote", current, str(version), who, _now(), reason, gate or {})
-    _record(client, move)
-    client.set_model_version_tag(name, str(version), "promoted_at", move.at)
+        move = _completed_promotion(client, name, str(version), AliasMove(
+            name, "promote", alias_version(name, PREVIOUS), str(version), who, _now(), reason, gate or {}
+        ))
+    else:
+        if current is not None:
+            client.set_registered_model_alias(name, PREVIOUS, current)
+        client.set_registered_model_alias(name, PRODUCTION, str(version))
+        _fault_point("moved")
+        move = AliasMove(name, "promote", current, str(version), who, _now(), reason, gate or {})
+        _record(client, move)
+        _fault_point("recorded")
+    if "promoted_at" not in found.tags:
+        client.set_model_version_tag(name, str(version), "promoted_at", move.at)
     return move
+
+
+def _completed_promotion(client: Any, name: str, version: str, attempted: AliasMove) -> AliasMove:
+    """The recorded move that left `version` in production, flagged `already`; recorded if missing.
+
+    Production at `version` with the last audit entry pointing elsewhere means a try moved the
+    aliases and was lost before recording: `attempted` (from the `previous` that try set) is
+    recorded once, so the trail holds exactly one entry for the promotion.
+    """
+    moves = history(name)
+    if moves and moves[-1]["to_version"] == version:
+        known = {f.name for f in fields(AliasMove)}
+        return AliasMove(**{k: v for k, v in moves[-1].items() if k in known}, already=True)
+    if attempted.from_version == version:  # previous never names the version it replaced
+        attempted.from_version = None
+    _record(client, attempted)
+    attempted.already = True
+    return attempted
 
 
 def rollback(name: str, who: str, reason: str = "") -> AliasMove:

@@ -111,6 +111,9 @@ def test_train_dry_run_then_promote_history_and_rollback(
     promoted = run_mlops("promote", "--model", "churn", "--version", registered["version"], env=env)
     assert promoted.returncode == 0, promoted.stderr
     assert last_json(promoted)["to_version"] == registered["version"]
+    again = run_mlops("promote", "--model", "churn", "--version", registered["version"], env=env)
+    assert again.returncode == 0, again.stderr
+    assert last_json(again)["already"] is True and "already in production" in again.stderr
     refused = run_mlops("rollback", "--model", "churn", env=env)
     assert refused.returncode == 1 and "nothing to roll back to" in refused.stderr
     history = last_json(run_mlops("history", "--model", "churn", env=env))

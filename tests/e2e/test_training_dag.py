@@ -155,3 +155,44 @@ def test_a_retried_train_task_returns_the_version_its_lost_try_registered(
     assert int(other["version"]) == int(first["version"]) + 1
     after = {str(v.version) for v in client.search_model_versions("name = 'churn-classifier'")}
     assert after - before == {first["version"], other["version"]}  # two runs, two versions
+
+
+def test_a_promote_retried_after_its_lost_try_moved_the_alias_succeeds_once(
+    dagbag, telco_full: Path, workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first try of `promote` moves the alias and records it, then is lost; the retry succeeds."""
+    from datetime import timedelta
+
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from tabular_mlops import registry
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")  # aliases from nothing
+    lost: list[str] = []
+
+    def lose_the_worker(step: str) -> None:
+        if step == "recorded" and not lost:
+            lost.append(step)
+            raise RuntimeError("worker lost after moving the alias")
+
+    monkeypatch.setattr(registry, "FAULT_HOOK", lose_the_worker)
+    dag = dagbag.get_dag("churn_training")
+    promote = dag.task_dict["promote"]  # retry at once: the back-off is Airflow's, not under test
+    monkeypatch.setattr(promote, "retry_delay", timedelta(0))
+    monkeypatch.setattr(promote, "retry_exponential_backoff", False)
+    run = dag.test(run_conf={"data": str(telco_full)})
+    states = _states(run)
+    assert run.state == "success", states
+    assert lost and states["promote"] == ("success", 2)
+    assert _aliases("churn-classifier") == {"production": "1", "previous": None}
+    assert [m["to_version"] for m in registry.history("churn-classifier")] == ["1"]  # one entry
+    result = run.get_task_instance("promote").xcom_pull(task_ids="promote")
+    assert result["promoted"] is True and result["already"] is True
+    with create_session() as session:
+        events = (
+            session.query(AssetEvent)
+            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .filter(AssetModel.name == "model/churn", AssetEvent.source_run_id == run.run_id)
+            .count()
+        )
+    assert events == 1

@@ -80,10 +80,48 @@ def test_refusals_name_the_model(model: str) -> None:
     with pytest.raises(registry.RegistryError, match="nothing to roll back"):
         registry.rollback(model, "cli:a@h")
     registry.promote(model, "1", "cli:a@h")
-    with pytest.raises(registry.RegistryError, match="already in production"):
-        registry.promote(model, "1", "cli:a@h")
     from mlflow.exceptions import MlflowException
 
     with pytest.raises(MlflowException):
         registry.promote(model, "9", "cli:a@h")
     assert registry.alias_version(model, registry.PRODUCTION) == "1"
+
+
+def test_promoting_the_production_version_again_moves_nothing_and_records_nothing(model: str) -> None:
+    registry.promote(model, "1", "cli:a@h")
+    first = registry.promote(model, "2", "cli:a@h", reason="first")
+    again = registry.promote(model, "2", "cli:b@h", reason="again")
+    assert again.already and not first.already
+    assert (again.from_version, again.to_version, again.actor, again.at) == ("1", "2", "cli:a@h", first.at)
+    assert registry.alias_version(model, registry.PREVIOUS) == "1"  # never the version itself
+    assert [m["to_version"] for m in registry.history(model)] == ["1", "2"]
+
+
+class _Lost(BaseException):
+    """A worker lost at a fault point (BaseException: nothing in promote catches it)."""
+
+
+@pytest.mark.parametrize("step", ["moved", "recorded"])
+def test_a_retried_promote_after_a_lost_try_succeeds_with_one_audit_entry(
+    model: str, step: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow import MlflowClient
+
+    registry.promote(model, "1", "cli:a@h")
+
+    def lose(at: str) -> None:
+        if at == step:
+            raise _Lost(at)
+
+    monkeypatch.setattr(registry, "FAULT_HOOK", lose)
+    with pytest.raises(_Lost):
+        registry.promote(model, "2", "airflow:d/r", reason="passed the gate")
+    monkeypatch.setattr(registry, "FAULT_HOOK", None)
+    retry = registry.promote(model, "2", "airflow:d/r", reason="passed the gate")
+    assert retry.already and (retry.from_version, retry.to_version) == ("1", "2")
+    moves = registry.history(model)
+    assert [(m["from_version"], m["to_version"]) for m in moves] == [(None, "1"), ("1", "2")]
+    assert moves[-1]["reason"] == "passed the gate" and "already" not in moves[-1]
+    assert registry.alias_version(model, registry.PRODUCTION) == "2"
+    assert registry.alias_version(model, registry.PREVIOUS) == "1"
+    assert "promoted_at" in MlflowClient().get_model_version(model, "2").tags
