@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tabular_mlops import registry, signing, tracking
+from tabular_mlops import faults, registry, signing, tracking
 from tabular_mlops.config import ModelConfig
 
 from serving.lean import LeanScorer
@@ -104,6 +104,8 @@ def _load(config: ModelConfig, version: str | None = None) -> Served:
     except signing.SignatureError as exc:  # checked before anything is unpickled
         raise NotServable(f"refused {exc}") from None
     except Exception as exc:  # any loading failure keeps the old version serving
+        if faults.is_transient(exc):
+            raise  # the registry or its store went away mid-download: refresh reports it unreachable
         raise NotServable(f"{name} version {version} does not load: {exc}") from None
     try:
         lean = LeanScorer(config, model.unwrap_python_model())
@@ -113,6 +115,8 @@ def _load(config: ModelConfig, version: str | None = None) -> Served:
         expected, got = _golden(details.run_id, lean, config)
     except Exception as exc:
         lean.close()
+        if faults.is_transient(exc):
+            raise
         raise NotServable(f"{name} version {version} cannot replay its golden records: {exc}") from None
     worst = float(np.max(np.abs(got - expected))) if len(expected) else 0.0
     if len(got) != len(expected) or worst > GOLDEN_TOLERANCE:
@@ -161,10 +165,7 @@ class ModelStore:
             try:
                 wanted = registry.alias_version(registered, registry.PRODUCTION)
             except Exception as exc:  # the registry is down or unreachable: keep serving
-                unreachable = f"{type(exc).__name__}: {str(exc)[:300]}"
-                kept = f"version {current.version}" if current is not None else "nothing loaded"
-                self.errors[name] = f"registry unreachable, serving {kept}: {unreachable}"
-                log.error("%s: registry unreachable, serving %s", name, kept)
+                unreachable = self._unreachable(name, exc)
                 continue
             try:
                 if wanted is None:
@@ -185,6 +186,9 @@ class ModelStore:
                 self.errors[name] = str(exc)
                 log.error("%s: kept the loaded version: %s", name, exc)
             except Exception as exc:  # an artifact download cut off halfway, say
+                if faults.is_transient(exc):  # down while loading a newer version: same as down before
+                    unreachable = self._unreachable(name, exc)
+                    continue
                 self.errors[name] = f"reload failed: {exc}"
                 log.exception("%s: reload failed", name)
         self.registry = {
@@ -192,6 +196,15 @@ class ModelStore:
             "checked_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "error": unreachable,
         }
+
+    def _unreachable(self, name: str, exc: BaseException) -> str:
+        """Record that the registry did not answer for `name`; the loaded version keeps serving."""
+        reason = faults.describe(exc)[:300]
+        current = self.served.get(name)
+        kept = f"version {current.version}" if current is not None else "nothing loaded"
+        self.errors[name] = f"registry unreachable, serving {kept}: {reason}"
+        log.error("%s: registry unreachable, serving %s", name, kept)
+        return reason
 
     def watch(self, interval: float) -> threading.Thread:
         """Re-check the aliases every `interval` seconds in a daemon thread."""

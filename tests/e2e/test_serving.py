@@ -526,3 +526,38 @@ def test_fuzzing_the_openapi_schema_finds_no_server_error(service: str, tmp_path
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert re.search(r"\b(\d+) generated, \1 passed\b", result.stdout), result.stdout[-2000:]
+
+
+def test_a_registry_lost_while_loading_a_newer_version_reads_unreachable_and_keeps_serving(
+    production_models: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The newer production version's artifacts sit on an object store that does not answer."""
+    from mlflow import MlflowClient
+    from tabular_mlops import registry, tracking
+    from tabular_mlops.config import get_model_config
+
+    from serving.models import ModelStore
+    from tests.helpers import free_port
+
+    config = get_model_config("churn")
+    name = tracking.registered_name(config.model.registered_name)
+    served = production_models["versions"]["churn"]
+    store = ModelStore({"churn": config})
+    store.refresh()
+    assert store.served["churn"].version == served and "churn" not in store.errors
+    monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    client = MlflowClient()
+    newer = str(client.create_model_version(name, source="s3://lake/mlflow/newer-model").version)
+    client.set_registered_model_alias(name, registry.PRODUCTION, newer)
+    try:
+        store.refresh()
+    finally:
+        client.set_registered_model_alias(name, registry.PRODUCTION, served)
+    assert store.served["churn"].version == served
+    assert store.errors["churn"].startswith(f"registry unreachable, serving version {served}: ")
+    assert store.registry["reachable"] is False
+    store.refresh()  # back: the loaded version is production again and the error clears
+    assert "churn" not in store.errors and store.registry["reachable"] is True
