@@ -214,6 +214,7 @@ def build_scoring_dag(config: ModelConfig) -> object:
                     run_id or "manual",
                     origin={"dag_id": dag_id, "run_id": run_id or ""},
                     started_at=context["dag_run"].start_date,
+                    day=where["day"],
                 )
             except (ScoringError, UnsafeTarget) as exc:  # a retry would be refused the same way
                 raise AirflowFailException(str(exc)) from exc

@@ -11,10 +11,18 @@ the 06:00 run on D+1 has data interval from D 00:00 and judges `dt=D`:
    the predicted probabilities. Quality
    per model version when labels have arrived (Param `labels`, default `<lake>/labels/<model>/`).
    Saves an Evidently HTML report and a JSON summary under `reports/monitoring/<model>/dt=<date>/`,
-   logs them to MLflow and records the window's verdict on the registered model.
+   logs them to MLflow and records the window's verdict on the registered model. The date is the
+   `day` the partition's `_manifest.json` names, never its path.
 2. **alert**: on a breach that has lasted `monitoring.consecutive_windows` windows and is not in
-   the cool-down, one email per window through the SMTP connection of the config. A retried or
-   re-run window never sends twice; a mail server that stays down fails the task visibly.
+   the cool-down, one email per window through the SMTP connection of the config, with a
+   Message-ID fixed by model and window. "sending" is recorded before the send and "sent" after:
+   a retry after a crash in between sends the same message again (receivers that deduplicate by
+   Message-ID show it once), a retry after "sent" sends nothing; a mail server that stays down
+   fails the task visibly.
+
+A registry, object store or mail server that is down for a moment raises its own error and the
+task retries with exponential back-off; only the data or the model (a MonitoringError) fail the
+window at once, without retries.
 3. **request_retrain**: after an alert, updates the `retrain/<model>` Asset that schedules
    `<model>_training`; its candidate still has to pass the quality gate. Skipped otherwise.
 """
@@ -111,6 +119,8 @@ def build_monitoring_dag(config: ModelConfig) -> object:
                     progress=logging.getLogger("tabular_mlops.monitoring").info,
                 )
             except MonitoringError as exc:
+                # Only the data or the model: monitoring never wraps a transient fault in one, so a
+                # registry or store that is down propagates and the task's retries apply.
                 raise AirflowFailException(str(exc)) from exc
 
         @task

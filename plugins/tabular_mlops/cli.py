@@ -139,7 +139,14 @@ def _score(args: argparse.Namespace) -> int:
     _progress(f"scoring {source} -> {output}")
     try:
         summary = score_partition(
-            config, source, output, args.threshold, args.version, args.run_id, progress=_progress
+            config,
+            source,
+            output,
+            args.threshold,
+            args.version,
+            args.run_id,
+            progress=_progress,
+            day=day.isoformat(),
         )
     except (ScoringError, UnsafeTarget) as exc:
         print(f"mlops score: {exc}", file=sys.stderr)
@@ -155,17 +162,26 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _monitor(args: argparse.Namespace) -> int:
+    from tabular_mlops import faults
     from tabular_mlops.config import get_model_config
     from tabular_mlops.monitoring import MonitoringError, monitor
 
     config = get_model_config(args.model)
     try:
-        summary = monitor(
-            config, args.current, args.reference, args.labels, send=not args.no_email, progress=_progress
+        # As the DAG's task retries do: a registry, store or mail server down for a moment is waited
+        # out; measuring again is safe and a retried alert keeps its Message-ID.
+        summary = faults.retry_transient(
+            lambda: monitor(
+                config, args.current, args.reference, args.labels, send=not args.no_email, progress=_progress
+            ),
+            "monitoring",
         )
-    except MonitoringError as exc:
-        print(f"mlops monitor: {exc}", file=sys.stderr)
-        _emit({"model": args.model, "status": "failed", "error": str(exc)})
+    except Exception as exc:
+        if not isinstance(exc, MonitoringError) and not faults.is_transient(exc):
+            raise
+        error = str(exc) if isinstance(exc, MonitoringError) else f"still failing: {faults.describe(exc)}"
+        print(f"mlops monitor: {error}", file=sys.stderr)
+        _emit({"model": args.model, "status": "failed", "error": error})
         return EXIT_FAILED
     _progress(f"{summary['headline']}; breach: {summary['breach']}; alert: {summary['alert_reason']}")
     _progress(f"report: {summary['report']}")
@@ -310,7 +326,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"output folder or s3:// prefix under the lake or scoring.allowed_locations ({_DEFAULT_DAY})",
     )
-    sc.add_argument("--date", default=None, help="YYYY-MM-DD of the default partitions (default: today, UTC)")
+    sc.add_argument(
+        "--date",
+        default=None,
+        help="YYYY-MM-DD: the partition's day, written to its manifest (monitoring's window date) "
+        "and naming the default partitions (default: today, UTC)",
+    )
     sc.add_argument("--threshold", type=float, default=None, help="override the config's decision threshold")
     sc.add_argument("--version", default=None, help="score with this registry version, not production")
     sc.add_argument("--run-id", default=None, help="run id written beside every prediction")

@@ -5,26 +5,35 @@ the reference logged with the version that scored it: PSI of every feature on ev
 (`drift.py`), weighted by the feature's importance in that version; PSI of the predicted
 probabilities; and, when labels have arrived, quality per model version. It saves an Evidently
 HTML report and a JSON summary under `reports/monitoring/<model>/dt=<date>/`, logs both to
-MLflow and records the window's verdict on the registered model (tag `monitor.<date>`).
+MLflow and records the window's verdict on the registered model (tag `monitor.<date>`). The
+date is the one the partition's `_manifest.json` names, never read from its path.
 
-`alert` sends at most one email per model and window through Airflow's SMTP connection, only
-when the breach has lasted `consecutive_windows` windows and the model is not in its cool-down
-(unless the breach got worse); the tag records that it was sent, so a retry never sends twice.
+`alert` sends one email per model and window through Airflow's SMTP connection, only when the
+breach has lasted `consecutive_windows` windows and the model is not in its cool-down (unless
+the breach got worse). Delivery is at least once with one identity: the tag records the intent
+("sending", with the window's fixed Message-ID) before the mail goes out and "sent" after, so a
+retry after a crash in between sends the same message again, which receivers that deduplicate
+by Message-ID show once, and a retry after "sent" sends nothing.
+
+A registry, object store or mail server that fails for a moment (`faults.is_transient`) raises
+its own error, never a MonitoringError, so Airflow retries the task with back-off; only the data
+or the model fail a window at once.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import tempfile
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from tabular_mlops import settings, signing, storage, tracking
+from tabular_mlops import faults, settings, signing, storage, tracking
 from tabular_mlops.config import ModelConfig, MonitoringSpec
 from tabular_mlops.drift import column_drift, numeric_psi, weighted_drift_share
 
@@ -32,7 +41,12 @@ TAG_PREFIX = "monitor."
 SUMMARY = "summary.json"
 REPORT = "report.html"
 QUALITY_REPORT = "quality.html"
+SENDING, SENT = "sending", "sent"
+IMPORTANCE_FILE = "monitoring/column_importance.json"
 Progress = Callable[[str], None]
+# Tests set this to crash an alert at a named step ("mailed": after the send, before "sent" is
+# recorded); None in production.
+FAULT_HOOK: Callable[[str], None] | None = None
 
 
 class MonitoringError(RuntimeError):
@@ -57,6 +71,37 @@ def latest_partition(config: ModelConfig) -> str:
     if not days:
         raise MonitoringError(f"{root}: no complete predictions partition (dt=<date>/_manifest.json) yet")
     return storage.join(root, f"dt={max(days)}")
+
+
+def _manifest(location: str, work: Path, conn: str) -> dict[str, Any]:
+    """The partition's `_manifest.json`; MonitoringError when there is none (the partition is incomplete)."""
+    if not storage.list_files(location, conn):
+        raise MonitoringError(f"{location}: no predictions partition there")
+    try:
+        local = storage.download(storage.join(location, storage.MANIFEST), work / "manifest.json", conn)
+        return dict(json.loads(local.read_text()))
+    except Exception as exc:
+        if faults.is_transient(exc):
+            raise  # the object store is down for a moment: a retry reads the manifest
+        raise MonitoringError(f"{location}: no _manifest.json, the partition is incomplete ({exc})") from None
+
+
+def window_day(location: str, manifest: dict[str, Any]) -> str:
+    """The window's date, YYYY-MM-DD, as the manifest names it (batch scoring writes `day`).
+
+    Never taken from the path: a folder may be called anything, and the date names the report
+    folder, the registry tag and the email subject.
+    """
+    day = manifest.get("day")
+    try:  # the pattern first: fromisoformat also takes 20261120 and week dates
+        if isinstance(day, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", day):
+            return date.fromisoformat(day).isoformat()
+    except ValueError:
+        pass
+    raise MonitoringError(
+        f"{location}: its _manifest.json names no window day (field 'day' is {day!r}); "
+        "score the partition again with this version so it records the day it holds"
+    )
 
 
 def _read_table(location: str, work: Path, conn: str) -> pd.DataFrame:
@@ -154,6 +199,8 @@ def _reference(
             run_id=run_id, artifact_path=f"monitoring/{REFERENCE_FILE}", dst_path=str(work)
         )
     except Exception as exc:  # MLflow raises several types for a missing artifact
+        if faults.is_transient(exc):
+            raise  # the registry or its store is down: a retry reads the reference
         raise MonitoringError(
             f"run {run_id}: no monitoring/{REFERENCE_FILE} (trained before references were logged?); "
             f"pass --reference: {exc}"
@@ -161,18 +208,24 @@ def _reference(
     return pd.read_parquet(path)
 
 
-def _importance(run_id: str) -> dict[str, float]:
+def _importance(run_id: str) -> tuple[dict[str, float], str]:
+    """(importance per feature, how drift is weighted): the version's logged importances.
+
+    A registry that is down raises (a retry reads them); a run without them (trained before
+    they were logged, or the artifact is gone) weighs every feature the same and says why.
+    """
     import mlflow
 
     try:
-        return {
-            k: float(v)
-            for k, v in mlflow.artifacts.load_dict(
-                f"runs:/{run_id}/monitoring/column_importance.json"
-            ).items()
-        }
-    except Exception:  # an older version: every feature weighs the same
-        return {}
+        logged = mlflow.artifacts.load_dict(f"runs:/{run_id}/{IMPORTANCE_FILE}")
+    except Exception as exc:
+        if faults.is_transient(exc):
+            raise
+        return {}, f"unweighted: run {run_id} has no readable {IMPORTANCE_FILE} ({faults.describe(exc)})"
+    weights = {k: float(v) for k, v in logged.items()}
+    if sum(weights.values()) <= 0:
+        return {}, f"unweighted: {IMPORTANCE_FILE} of run {run_id} gives no feature any weight"
+    return weights, f"feature importance ({IMPORTANCE_FILE} of run {run_id})"
 
 
 def _feature_rows(model: Any, rows: Path, batch_rows: int, with_probability: bool = False) -> pd.DataFrame:
@@ -212,6 +265,35 @@ def _window_states(config: ModelConfig) -> dict[str, dict[str, Any]]:
 def _record_window(config: ModelConfig, day: str, state: dict[str, Any]) -> None:
     name = tracking.registered_name(config.model.registered_name)
     tracking.configure().set_registered_model_tag(name, f"{TAG_PREFIX}{day}", json.dumps(state))
+
+
+def _alert_state(state: dict[str, Any]) -> str | None:
+    """SENDING (intent recorded, delivery not confirmed), SENT or None; older tags hold `alert_sent`."""
+    return state.get("alert_state") or (SENT if state.get("alert_sent") else None)
+
+
+def message_id(config: ModelConfig, day: str) -> str:
+    """The alert's Message-ID, the same for every send of one model's window."""
+    digest = hashlib.sha256(f"{config.name}|{day}".encode()).hexdigest()[:32]
+    return f"<{digest}@tabular-mlops>"
+
+
+def _mark_alert(config: ModelConfig, day: str, phase: str) -> None:
+    """Record the alert's phase, Message-ID and time on the window's tag."""
+    state = _window_states(config)[day]
+    state.pop("alert_sent", None)  # superseded by alert_state
+    state.update(
+        alert_state=phase,
+        message_id=message_id(config, day),
+        alert_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    _record_window(config, day, state)
+
+
+def _fault_point(step: str) -> None:
+    """Give a test the chance to crash the alert here (see FAULT_HOOK)."""
+    if FAULT_HOOK is not None:
+        FAULT_HOOK(step)
 
 
 def _evidently_report(
@@ -255,20 +337,10 @@ def measure(
     say = progress or (lambda _m: None)
     conn = config.data.aws_conn_id
     location = settings.resolve_location(current) if current else latest_partition(config)
-    manifest_location = storage.join(location, "_manifest.json")
     with tempfile.TemporaryDirectory(prefix="mlops-monitor-") as tmp:
         work = Path(tmp)
-        if not storage.list_files(location, conn):
-            raise MonitoringError(f"{location}: no predictions partition there")
-        try:
-            manifest = json.loads(
-                storage.download(manifest_location, work / "manifest.json", conn).read_text()
-            )
-        except Exception as exc:
-            raise MonitoringError(
-                f"{location}: no _manifest.json, the partition is incomplete ({exc})"
-            ) from None
-        day = str(location.rstrip("/").rpartition("dt=")[2] or datetime.now(UTC).date().isoformat())
+        manifest = _manifest(location, work, conn)
+        day = window_day(location, manifest)
         version = str(manifest["model_version"])
         name, run_id = _version_run(config, version)
         say(f"{location}: scored by {name} version {version}")
@@ -286,7 +358,10 @@ def measure(
             c for c in model.unwrap_python_model().feature_columns if c in ref.columns and c in cur.columns
         ]
         spec = config.monitoring
-        drifts = column_drift(ref, cur, columns, spec.psi_threshold, spec.psi_bins, _importance(run_id))
+        importance, weights = _importance(run_id)
+        if not importance:
+            say(f"drift is {weights}")
+        drifts = column_drift(ref, cur, columns, spec.psi_threshold, spec.psi_bins, importance)
         weighted = weighted_drift_share(drifts)
         prediction_psi = numeric_psi(
             ref[REFERENCE_PROBABILITY].to_numpy(), predictions["probability"].to_numpy(), spec.psi_bins
@@ -328,6 +403,7 @@ def measure(
             "drifted_features": [d.to_dict() for d in drifted],
             "drift_share": round(len(drifted) / len(drifts), 4) if drifts else 0.0,
             "weighted_drift_share": round(weighted, 4),
+            "weights": weights,
             "prediction_psi": round(prediction_psi, 4),
             "quality": quality,
             "production_test_auc": production_auc,
@@ -340,20 +416,25 @@ def measure(
         }
         (out / SUMMARY).write_text(json.dumps(summary, indent=2, default=str))
     _log_to_mlflow(config, summary, out)
-    previous = _window_states(config).get(day, {})
-    _record_window(
-        config,
-        day,
-        {
-            "breach": summary["breach"],
-            "severity": summary["weighted_drift_share"],
-            "headline": headline,
-            "alert_sent": bool(previous.get("alert_sent")),
-            "alert_at": previous.get("alert_at"),
-            "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        },
-    )
+    _record_verdict(config, summary)
     return {k: v for k, v in summary.items() if k != "columns"}
+
+
+def _record_verdict(config: ModelConfig, summary: dict[str, Any]) -> None:
+    """Record the window's verdict on the model's `monitor.<day>` tag, keeping its alert's progress."""
+    day = summary["day"]
+    previous = _window_states(config).get(day, {})
+    # A re-measured window keeps its alert's progress: a "sending" alert is finished, not restarted.
+    kept: dict[str, Any] = {k: previous[k] for k in ("message_id", "alert_at") if k in previous}
+    if phase := _alert_state(previous):
+        kept["alert_state"] = phase
+    verdict = {
+        "breach": summary["breach"],
+        "severity": summary["weighted_drift_share"],
+        "headline": summary["headline"],
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    _record_window(config, day, {**verdict, **kept})
 
 
 def _breach_reasons(
@@ -416,8 +497,12 @@ def decide_alert(
         return False, f"window {day} has not been measured"
     if not state["breach"]:
         return False, "no breach"
-    if state.get("alert_sent"):
+    phase = _alert_state(state)
+    if phase == SENT:
         return False, f"the alert for {day} was already sent at {state.get('alert_at')}"
+    if phase == SENDING:
+        # The intent was recorded and the outcome was not: send again under the same Message-ID.
+        return True, f"resend: the send of {state.get('alert_at')} was not confirmed"
     earlier = sorted(d for d in states if d < day)
     run = 1
     for d in reversed(earlier):
@@ -426,7 +511,7 @@ def decide_alert(
         run += 1
     if run < spec.consecutive_windows:
         return False, f"breach in {run} consecutive window(s), alerting from {spec.consecutive_windows}"
-    sent = [states[d] for d in earlier if states[d].get("alert_sent") and states[d].get("alert_at")]
+    sent = [states[d] for d in earlier if _alert_state(states[d]) == SENT and states[d].get("alert_at")]
     if sent:
         last = max(sent, key=lambda s: s["alert_at"])
         quiet_until = datetime.fromisoformat(last["alert_at"]) + timedelta(hours=spec.cooldown_hours)
@@ -438,42 +523,59 @@ def decide_alert(
     return True, "breach"
 
 
-def send_alert(config: ModelConfig, summary: dict[str, Any]) -> tuple[bool, str]:
-    """Email the breach of a measured window when it is due; (sent, why)."""
-    from airflow.providers.smtp.hooks.smtp import SmtpHook
-
-    day = summary["day"]
-    due, why = alert_decision(config, day)
-    if not due:
-        return False, why
+def _alert_body(config: ModelConfig, summary: dict[str, Any]) -> str:
+    """The alert's HTML: headline, reasons, the drifted features, quality and how drift was weighed."""
     drifted = summary["drifted_features"][:10]
     rows = "".join(
         f"<tr><td>{d['column']}</td><td>{d['psi']:.3f}</td><td>{d['importance']:.1%}</td></tr>"
         for d in drifted
     )
     quality = summary["quality"].get(summary["model_version"], {})
-    body = (
-        f"<p><b>{summary['headline']}</b> on {day} (model version {summary['model_version']}, "
+    weights = summary.get("weights", "")
+    return (
+        f"<p><b>{summary['headline']}</b> on {summary['day']} (model version {summary['model_version']}, "
         f"{summary['rows']:,} predictions).</p>"
         f"<p>Why: {'; '.join(summary['reasons'])}.</p>"
         f"<p>Drift is the population stability index (PSI) of each feature against the version's "
         f"training reference; above {config.monitoring.psi_threshold} counts as drifted. "
         f"Prediction PSI: {summary['prediction_psi']:.3f}.</p>"
+        + (
+            f"<p>Drift is not weighted by importance, every feature counts the same: "
+            f"{weights.removeprefix('unweighted: ')}.</p>"
+            if weights.startswith("unweighted")
+            else ""
+        )
         + (f"<table><tr><th>feature</th><th>PSI</th><th>importance</th></tr>{rows}</table>" if rows else "")
         + (f"<p>Quality on labelled rows: {json.dumps(quality)}</p>" if quality else "")
         + f"<p>Full report attached; also at {summary['report']}. A retrain has been requested; "
         "its candidate must still pass the quality gate.</p>"
     )
+
+
+def send_alert(config: ModelConfig, summary: dict[str, Any]) -> tuple[bool, str]:
+    """Email the breach of a measured window when it is due; (sent, why).
+
+    The intent ("sending") is recorded before the mail goes out and "sent" after it, both under
+    the window's fixed Message-ID: a crash in between makes the retry send the same message again
+    (at least once, one identity), never a second, different alert.
+    """
+    from airflow.providers.smtp.hooks.smtp import SmtpHook
+
+    day = summary["day"]
+    due, why = alert_decision(config, day)
+    if not due:
+        return False, why
+    _mark_alert(config, day, SENDING)
     with SmtpHook(smtp_conn_id=config.alerts.smtp_conn_id) as hook:
         hook.send_email_smtp(
             to=list(config.alerts.recipients),
             subject=f"{summary['headline']} ({day})",
-            html_content=body,
+            html_content=_alert_body(config, summary),
             files=[f for f in (summary["report"], summary.get("quality_report")) if f],
+            custom_headers={"Message-ID": message_id(config, day)},
         )
-    state = _window_states(config)[day]
-    state.update(alert_sent=True, alert_at=datetime.now(UTC).isoformat(timespec="seconds"))
-    _record_window(config, day, state)
+    _fault_point("mailed")
+    _mark_alert(config, day, SENT)
     return True, "sent"
 
 

@@ -557,10 +557,12 @@ def publish(
     run_id: str,
     origin: dict[str, str] | None = None,
     started_at: datetime | None = None,
+    day: str | None = None,
 ) -> dict[str, Any]:
     """Combine the scored chunks and rejects into the output partition, manifest last; return the summary.
 
-    `started_at` (when the run began) gives the run's duration in the manifest and the counts.
+    `started_at` (when the run began) gives the run's duration in the manifest and the counts;
+    `day` (YYYY-MM-DD) is the partition's day, which monitoring reads as the window's date.
     """
     import pyarrow.parquet as pq
 
@@ -605,6 +607,7 @@ def publish(
             timings["run_seconds"] = counts["duration_seconds"] = duration
         manifest = {
             "model": config.name,
+            "day": day,
             "registered_name": pinned.registered_name,
             "model_version": pinned.version,
             "threshold": threshold,
@@ -641,8 +644,12 @@ def score_partition(
     version: str | None = None,
     run_id: str | None = None,
     progress: Progress | None = None,
+    day: str | None = None,
 ) -> dict[str, Any]:
-    """The whole run in one process (what `mlops score` does): pin, prepare, score, publish."""
+    """The whole run in one process (what `mlops score` does): pin, prepare, score, publish.
+
+    `day` is recorded in the manifest as the partition's day (monitoring's window date).
+    """
     from tabular_mlops.ingest import default_run_id, safe_run_id
 
     say = progress or (lambda _m: None)
@@ -662,7 +669,7 @@ def score_partition(
         for chunk in chunks:
             results.append(score_chunk(config, pinned, chunk, staging, cut, run, scored_at, model))
             say(f"chunk {chunk['index'] + 1}/{len(chunks)}: {chunk['rows']:,} rows scored")
-        summary = publish(config, pinned, staging, output, results, cut, run, started_at=started_at)
+        summary = publish(config, pinned, staging, output, results, cut, run, started_at=started_at, day=day)
     except Exception:
         discard_staged_rows(config, staging)
         raise

@@ -150,3 +150,24 @@ def dagbag(airflow_db: str, production_models: dict) -> Any:
     bag = DagBag(dag_folder=str(PROJECT_DIR / "dags"))
     assert not bag.import_errors, bag.import_errors
     return bag
+
+
+@pytest.fixture
+def lake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh lake and reports folder for one test (MLOPS_LAKE, MLOPS_REPORTS_DIR)."""
+    monkeypatch.setenv("MLOPS_LAKE", str(tmp_path / "lake"))
+    monkeypatch.setenv("MLOPS_REPORTS_DIR", str(tmp_path / "reports"))
+    return tmp_path / "lake"
+
+
+@pytest.fixture
+def fresh_windows(production_models: dict) -> None:
+    """Forget earlier windows' verdicts so persistence and cool-down start from nothing."""
+    from tabular_mlops import tracking
+    from tabular_mlops.monitoring import TAG_PREFIX
+
+    client = tracking.configure()
+    for name in ("churn-classifier", "credit-risk-classifier"):
+        for key in list(client.get_registered_model(name).tags):
+            if key.startswith(TAG_PREFIX):
+                client.delete_registered_model_tag(name, key)

@@ -137,7 +137,9 @@ def test_a_foreign_production_version_is_never_loaded_served_scored_or_promoted(
             score_partition(config, partition(config, "incoming", day), output, run_id="foreign")
 
         # A partition the good version scored, whose manifest was edited to name the foreign one.
-        score_partition(config, partition(config, "incoming", day), output, version=good, run_id="good")
+        score_partition(
+            config, partition(config, "incoming", day), output, version=good, run_id="good", day=day
+        )
         manifest_path = Path(output) / "_manifest.json"
         manifest = json.loads(manifest_path.read_text())
         manifest_path.write_text(json.dumps({**manifest, "model_version": foreign}))

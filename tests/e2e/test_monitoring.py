@@ -15,56 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-PROJECT_DIR = Path(__file__).resolve().parents[2]
-TELCO_FILE = "WA_Fn-UseC_-Telco-Customer-Churn.csv"
-
-
-@pytest.fixture
-def lake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("MLOPS_LAKE", str(tmp_path / "lake"))
-    monkeypatch.setenv("MLOPS_REPORTS_DIR", str(tmp_path / "reports"))
-    return tmp_path / "lake"
-
-
-@pytest.fixture
-def fresh_windows(production_models: dict) -> None:
-    """Forget earlier windows' verdicts so persistence and cool-down start from nothing."""
-    from tabular_mlops import tracking
-    from tabular_mlops.monitoring import TAG_PREFIX
-
-    client = tracking.configure()
-    for name in ("churn-classifier", "credit-risk-classifier"):
-        for key in list(client.get_registered_model(name).tags):
-            if key.startswith(TAG_PREFIX):
-                client.delete_registered_model_tag(name, key)
-
-
-def _score_churn(day: str, frame: pd.DataFrame) -> str:
-    """Publish a churn predictions partition for `day` from raw customer rows; return its location."""
-    from tabular_mlops.config import get_model_config
-    from tabular_mlops.scoring import partition, score_partition
-
-    config = get_model_config("churn")
-    incoming = Path(partition(config, "incoming", day))
-    incoming.mkdir(parents=True, exist_ok=True)
-    frame.drop(columns=["Churn"], errors="ignore").to_csv(incoming / TELCO_FILE, index=False)
-    output = partition(config, "predictions", day)
-    score_partition(config, str(incoming), output, run_id=f"score_{day}")
-    return output
-
-
-def _customers(telco_raw: Path) -> pd.DataFrame:
-    return pd.read_csv(telco_raw / TELCO_FILE, dtype=str, keep_default_na=False)
-
-
-def _drifted(frame: pd.DataFrame) -> pd.DataFrame:
-    """Pricier, month-to-month, fibre customers: a shift every monitor should see."""
-    out = frame.copy()
-    charges = pd.to_numeric(out["MonthlyCharges"]) * 1.6 + 20
-    out["MonthlyCharges"] = charges.round(2).astype(str)
-    out["Contract"] = "Month-to-month"
-    out["InternetService"] = "Fiber optic"
-    return out
+from tests.e2e.monitoring_data import customers, drifted, score_churn
 
 
 def _retrain_events(model: str) -> int:
@@ -87,7 +38,7 @@ def _states(run) -> dict[str, str]:
 def test_drift_sends_one_email_and_requests_one_retrain(
     dagbag, lake: Path, telco_raw: Path, smtp_server, fresh_windows, tmp_path: Path
 ) -> None:
-    location = _score_churn("2026-11-20", _drifted(_customers(telco_raw)))
+    location = score_churn("2026-11-20", drifted(customers(telco_raw)))
     before = _retrain_events("churn")
     run = dagbag.get_dag("churn_monitoring").test(run_conf={"current": location})
     assert run.state == "success", _states(run)
@@ -121,7 +72,7 @@ def test_drift_sends_one_email_and_requests_one_retrain(
 def test_undrifted_window_sends_nothing_but_saves_the_report(
     dagbag, lake: Path, telco_raw: Path, smtp_server, fresh_windows
 ) -> None:
-    location = _score_churn("2026-11-21", _customers(telco_raw).sample(frac=1.0, random_state=1))
+    location = score_churn("2026-11-21", customers(telco_raw).sample(frac=1.0, random_state=1))
     before = _retrain_events("churn")
     run = dagbag.get_dag("churn_monitoring").test(run_conf={"current": location})
     assert run.state == "success", _states(run)
@@ -143,7 +94,7 @@ def test_mail_server_down_fails_visibly_keeps_the_report_and_does_not_mark_sent(
     from tests.helpers import free_port
 
     monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", smtp_connection(free_port()))  # nothing listens
-    location = _score_churn("2026-11-22", _drifted(_customers(telco_raw)))
+    location = score_churn("2026-11-22", drifted(customers(telco_raw)))
     dag = dagbag.get_dag("churn_monitoring")
     for task in dag.tasks:
         task.retries = 0  # the DAG retries with back-off; the test needs the final verdict only
@@ -153,7 +104,9 @@ def test_mail_server_down_fails_visibly_keeps_the_report_and_does_not_mark_sent(
     assert states["measure"] == "success" and states["alert"] == "failed"
     assert states["request_retrain"] == "upstream_failed"
     assert (lake.parent / "reports" / "monitoring" / "churn" / "dt=2026-11-22" / "report.html").exists()
-    assert alert_decision(get_model_config("churn"), "2026-11-22") == (True, "breach")  # still due
+    # Still due: the intent was recorded, the delivery never confirmed; a retry resends the same id.
+    due, why = alert_decision(get_model_config("churn"), "2026-11-22")
+    assert due and why.startswith("resend")
 
 
 def test_quality_drop_with_labels_breaches_without_feature_drift(
@@ -162,9 +115,9 @@ def test_quality_drop_with_labels_breaches_without_feature_drift(
     from tabular_mlops.config import get_model_config
     from tabular_mlops.monitoring import monitor
 
-    customers = _customers(telco_raw)
-    location = _score_churn("2026-11-23", customers)
-    labels = customers[["customerID", "Churn"]].copy()
+    rows = customers(telco_raw)
+    location = score_churn("2026-11-23", rows)
+    labels = rows[["customerID", "Churn"]].copy()
     # Labels that arrived later and no longer follow the features: the relation has weakened.
     labels["Churn"] = np.random.default_rng(0).permutation(labels["Churn"].to_numpy())
     labels.to_csv(tmp_path / "labels.csv", index=False)
@@ -172,7 +125,7 @@ def test_quality_drop_with_labels_breaches_without_feature_drift(
     assert summary["drifted_features"] == [] and summary["breach"] is True
     assert any(reason.startswith("AUC") for reason in summary["reasons"])
     quality = summary["quality"][summary["model_version"]]
-    assert quality["labelled_rows"] == len(customers) and quality["roc_auc"] < 0.6
+    assert quality["labelled_rows"] == len(rows) and quality["roc_auc"] < 0.6
     assert Path(summary["quality_report"]).stat().st_size > 10_000
 
 
@@ -188,7 +141,7 @@ def test_credit_risk_monitoring_runs_on_every_feature(
     for path in home_credit_raw.glob("*.csv"):
         if path.name != "application_train.csv":
             shutil.copy(path, incoming / path.name)
-    score_partition(config, str(incoming), partition(config, "predictions", "2026-11-20"))
+    score_partition(config, str(incoming), partition(config, "predictions", "2026-11-20"), day="2026-11-20")
     run = dagbag.get_dag("credit_risk_monitoring").test()  # no Param: the newest partition
     assert run.state == "success", _states(run)
     summary = json.loads(

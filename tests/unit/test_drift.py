@@ -58,11 +58,11 @@ def test_importance_of_one_hot_columns_is_summed_back_to_their_category() -> Non
     assert shares == {"Contract": 0.5, "tenure": 0.5}
 
 
-def _state(breach: bool, sent_at: datetime | None = None, severity: float = 0.5) -> dict:
+def _state(breach: bool, sent_at: datetime | None = None, severity: float = 0.5, phase: str = "sent") -> dict:
     return {
         "breach": breach,
         "severity": severity,
-        "alert_sent": sent_at is not None,
+        "alert_state": phase if sent_at else None,
         "alert_at": sent_at.isoformat() if sent_at else None,
     }
 
@@ -91,3 +91,18 @@ def test_cool_down_keeps_quiet_unless_the_breach_gets_worse() -> None:
     assert decide_alert(states, "2026-11-23", spec, sent + timedelta(hours=12)) == (True, "breach")
     states["2026-11-23"] = _state(True, severity=0.4)
     assert decide_alert(states, "2026-11-23", spec, sent + timedelta(hours=25)) == (True, "breach")
+
+
+def test_an_alert_recorded_as_sending_is_due_again_and_one_recorded_as_sent_is_not() -> None:
+    spec = MonitoringSpec(consecutive_windows=1, cooldown_hours=24)
+    at = datetime(2026, 11, 22, 6, tzinfo=UTC)
+    # A crash after the intent was recorded: the window is due again, to be sent with the same
+    # Message-ID; once "sent" is recorded it is done.
+    states = {"2026-11-22": _state(True, sent_at=at, phase="sending")}
+    due, why = decide_alert(states, "2026-11-22", spec, at + timedelta(minutes=5))
+    assert due is True and why.startswith("resend")
+    states["2026-11-22"] = _state(True, sent_at=at, phase="sent")
+    assert decide_alert(states, "2026-11-22", spec, at + timedelta(minutes=5))[0] is False
+    # A tag written before alert_state existed still counts as sent.
+    states["2026-11-22"] = {"breach": True, "severity": 0.5, "alert_sent": True, "alert_at": at.isoformat()}
+    assert decide_alert(states, "2026-11-22", spec, at)[0] is False
