@@ -7,6 +7,7 @@ went: 0 done, 1 the stage refused the data or model, 2 bad usage or config.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import tempfile
@@ -15,6 +16,30 @@ from typing import Any
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 _DEFAULT_DAY = "default: the date's partition"
+
+# What the data, a config or a service can refuse with, by command: each becomes one line
+# `mlops <command>: error: <message>` and exit 1 (a config error 2), never a traceback. Named, not
+# imported, so a command loads only its own modules (their imports cost seconds); ValueError
+# (pydantic, pyarrow, bad values) always counts.
+_ALWAYS = ("tabular_mlops.config:ConfigError", "tabular_mlops.storage:StorageError")
+_TABLES = ("duckdb:Error", "tabular_mlops.features:FeatureBuildError")
+_REGISTRY = (
+    "mlflow.exceptions:MlflowException",
+    "tabular_mlops.registry:RegistryError",
+    "tabular_mlops.signing:SignatureError",
+)
+_ERRORS = {
+    "generate": (),
+    "validate": ("duckdb:Error", "tabular_mlops.ingest:IngestFailed"),
+    "train": (
+        *_TABLES,
+        *_REGISTRY,
+        "tabular_mlops.ingest:IngestFailed",
+        "tabular_mlops.promotion:GateRefused",
+    ),
+    "score": (*_TABLES, *_REGISTRY, "tabular_mlops.scoring:ScoringError"),
+    "monitor": (*_TABLES, *_REGISTRY, "tabular_mlops.monitoring:MonitoringError"),
+}
 
 
 def _progress(message: str) -> None:
@@ -380,26 +405,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def known_errors(command: str) -> tuple[type[Exception], ...]:
+    """The exception classes `command` reports as a one-line error (the registry's by default)."""
+    classes: list[type[Exception]] = [ValueError]
+    for name in (*_ALWAYS, *_ERRORS.get(command, _REGISTRY)):
+        module, _, attr = name.partition(":")
+        classes.append(getattr(importlib.import_module(module), attr))
+    return tuple(classes)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the mlops command."""
     from tabular_mlops.config import ConfigError
-    from tabular_mlops.storage import StorageError
 
     args = build_parser().parse_args(argv)
-    known: tuple[type[Exception], ...] = (ConfigError, StorageError, ValueError)
-    uses_mlflow = {"train", "score", "monitor", "promote", "rollback", "history", "registry-access", "sign"}
-    if args.command in uses_mlflow:
-        from mlflow.exceptions import MlflowException
-
-        from tabular_mlops.features import FeatureBuildError
-        from tabular_mlops.registry import RegistryError
-        from tabular_mlops.signing import SignatureError
-
-        known = (*known, FeatureBuildError, RegistryError, SignatureError, MlflowException)
+    known = known_errors(args.command)
     try:
         return int(args.handler(args))
     except known as exc:
-        print(f"mlops {args.command}: {exc}", file=sys.stderr)
+        print(f"mlops {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILED
 
 

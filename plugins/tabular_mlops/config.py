@@ -121,8 +121,14 @@ class ForeignKeySpec(_Strict):
 
     column: str
     references: list[str] = Field(min_length=1)
+    # Share of non-null values that must resolve; 0 disables the check (nothing is looked up).
     min_share: float = Field(default=1.0, ge=0, le=1)
     severity: Severity = "error"
+
+    @property
+    def enabled(self) -> bool:
+        """False when `min_share: 0` switches the check off."""
+        return self.min_share > 0
 
     @field_validator("references")
     @classmethod
@@ -140,7 +146,8 @@ class TableSpec(_Strict):
     columns: dict[str, ColumnSpec] = Field(min_length=1)
     primary_key: list[str] = Field(default_factory=list)
     label: LabelSpec | None = None
-    min_rows: int = Field(default=1, ge=0)
+    # Rows the typed table must hold; 0 (the default) accepts a header-only file (no activity yet).
+    min_rows: int = Field(default=0, ge=0)
     foreign_keys: list[ForeignKeySpec] = Field(default_factory=list)
 
     @model_validator(mode="after")

@@ -174,8 +174,9 @@ def _check(
     row's rowid is its record ordinal in the file. Returns (kept, rejected) row counts.
     """
     con.execute(f"CREATE TABLE checked AS {rules.checked_sql(source, carry)}", params)
+    # count(*) FILTER, not count_if: count_if over a header-only file is NULL, not 0.
     kept, rejected = con.execute(
-        "SELECT count_if(NOT __rejected), count_if(__rejected) FROM checked"
+        "SELECT count(*) FILTER (NOT __rejected), count(*) FILTER (__rejected) FROM checked"
     ).fetchall()[0]
     _count_rules(con, rules, outcome)
     if rules.columns:
@@ -286,7 +287,7 @@ def _count_rules(con: duckdb.DuckDBPyConnection, rules: RowRules, outcome: LoadO
     if not counted:
         return
     row = con.execute(
-        f"SELECT {', '.join(f'count_if({r.flag})' for r, _ in counted)} FROM checked"  # noqa: S608 - flags are generated __f<i>_<j> names
+        f"SELECT {', '.join(f'count(*) FILTER ({r.flag})' for r, _ in counted)} FROM checked"  # noqa: S608 - flags are generated __f<i>_<j> names
     ).fetchall()[0]
     targets = {
         "error": outcome.quarantine_reasons,

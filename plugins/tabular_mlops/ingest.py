@@ -155,21 +155,26 @@ def _ingest_table(
     scan = scan_file(path)
     report = TableReport(table=name, file=spec.file, sha256=scan.sha256)
     header = read_header(path)
+    if not any(header):  # 0 bytes, blank lines or a BOM: there is nothing to read columns by
+        raise ValueError(f"{source_label}: the file has no header line")
     duplicated = repeated_columns(header)
     if duplicated:
         raise ValueError(f"{source_label}: header repeats column(s) {duplicated}")
     report.missing_columns = [c for c in spec.columns if c not in header]
     report.extra_columns = [c for c in header if c not in spec.columns]
-    loaded = load_csv(
-        path,
-        spec,
-        header,
-        scan,
-        source_label,
-        staging / f"{name}.parquet",
-        quarantine_path,
-        staging / "_duckdb_tmp",
-    )
+    try:
+        loaded = load_csv(
+            path,
+            spec,
+            header,
+            scan,
+            source_label,
+            staging / f"{name}.parquet",
+            quarantine_path,
+            staging / "_duckdb_tmp",
+        )
+    except duckdb.InvalidInputException as exc:  # a compressed or binary file: bad data, not a crash
+        raise ValueError(f"{source_label}: not readable as CSV: {str(exc).splitlines()[0]}") from exc
     report.rows_read, report.rows_written = loaded.rows_read, loaded.rows_written
     report.rows_quarantined = loaded.rows_quarantined
     report.quarantine_share = loaded.rows_quarantined / loaded.rows_read if loaded.rows_read else 0.0
@@ -223,6 +228,23 @@ def _table_level_outcomes(name: str, report: TableReport, max_share: float) -> l
     return outcomes
 
 
+def _empty_table_outcomes(name: str, report: TableReport, spec: TableSpec) -> list[ExpectationOutcome]:
+    """A warning for a table with no rows that `min_rows: 0` accepts (below min_rows the suite refuses)."""
+    if not report.found or report.rows_written or spec.min_rows:
+        return []
+    read = "header only" if report.rows_read == 0 else f"none of {report.rows_read:,} rows kept"
+    return [
+        ExpectationOutcome(
+            name,
+            "expect_table_not_empty",
+            None,
+            "warn",
+            False,
+            detail=f"0 rows ({read}); min_rows: 0 accepts it, so every feature from this table is null",
+        )
+    ]
+
+
 def _checked_view(
     con: duckdb.DuckDBPyConnection, name: str, spec: TableSpec, staging: Path, written: set[str]
 ) -> dict[str, list[Any]]:
@@ -241,7 +263,7 @@ def _checked_view(
             f"{literal(str(spec.label.positive))} AS DOUBLE) END AS {ident(LABEL_INDICATOR)}"
         )
     for fk in spec.foreign_keys:
-        if fk.column not in columns:
+        if not fk.enabled or fk.column not in columns:  # min_share: 0 looks nothing up
             continue
         parents = [
             f"SELECT {ident(ref.split('.')[1])} AS k FROM {ident(ref.split('.')[0])}"  # noqa: S608 - ident()-quoted config names
@@ -304,6 +326,9 @@ def _summary_markdown(report: IngestReport) -> str:
         lines += ["", "## Failed (run stopped)", *[f"- {e.describe()}" for e in report.failures]]
     if report.warnings:
         lines += ["", "## Warnings", *[f"- {e.describe()}" for e in report.warnings]]
+    disabled = [e for e in report.expectations if e.disabled]
+    if disabled:
+        lines += ["", "## Disabled by the config", *[f"- {e.describe()}" for e in disabled]]
     reasons = [(t.table, r, n) for t in report.tables.values() for r, n in t.quarantine_reasons.items()]
     if reasons:
         lines += ["", "## Rows set aside, by reason", *[f"- {t}: {r}: {n}" for t, r, n in reasons]]
@@ -375,6 +400,9 @@ def ingest_raw_tables(
                 report.expectations += _table_level_outcomes(
                     name, table_report, config.data.max_quarantine_share
                 )
+                for empty in _empty_table_outcomes(name, table_report, spec):
+                    report.expectations.append(empty)
+                    say(f"{name}: {empty.describe()}")
                 has_table = (staging / f"{name}.parquet").exists()
                 fk_examples = _checked_view(con, name, spec, staging, written)
                 if has_table:

@@ -1,8 +1,9 @@
 """Dataset-level expectations, built from a table's config and run with Great Expectations 1.x.
 
 Each table gets a suite: columns present, not-null keys, categorical sets, numeric ranges, patterns,
-a row-count floor, label-rate bounds and foreign keys resolving above a share. Config severity
-`error` maps to GX `critical` (stops the run), `warn` to GX `warning` (reported only).
+a row-count floor (`min_rows`, 0 accepts a header-only table), label-rate bounds and foreign keys
+resolving above a share (`min_share: 0` switches one off; the report lists it as disabled). Config
+severity `error` maps to GX `critical` (stops the run), `warn` to GX `warning` (reported only).
 
 GX validates the typed table in batches (a 27M-row table never sits in pandas whole) and the batch
 results are merged into one outcome per expectation: counts add up, `mostly` and the bounds are
@@ -48,6 +49,7 @@ class ExpectationOutcome:
     unexpected_percent: float | None = None
     examples: list[Any] = field(default_factory=list)
     detail: str = ""
+    disabled: bool = False  # switched off by the config: listed so the report says so, never judged
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form of the outcome."""
@@ -129,7 +131,7 @@ def build_expectations(table: TableSpec, present: set[str]) -> list[Any]:
             )
         )
     for fk in table.foreign_keys:
-        if fk.column in present:
+        if fk.enabled and fk.column in present:
             expectations.append(
                 gxe.ExpectColumnValuesToBeInSet(
                     column=fk_indicator(fk.column),
@@ -156,7 +158,7 @@ def _described(config: Any) -> tuple[str, str | None, str]:
         key = column[2 : -len("_resolves")]
         return "expect_foreign_key_to_resolve", key, f"at least {kwargs.get('mostly', 1.0):.2%} must resolve"
     if name == "expect_table_row_count_to_be_between":
-        return name, None, f"at least {kwargs['min_value']} rows"
+        return name, None, f"at least {kwargs['min_value']} rows (min_rows)"
     if name == "expect_column_values_to_be_between":
         return name, column, f"range [{kwargs.get('min_value')}, {kwargs.get('max_value')}]"
     return name, column, ""
@@ -222,7 +224,7 @@ class _Tally:
         if self.unexpected is not None:
             checked = self.element - self.missing
             share = self.unexpected / checked if checked else 0.0
-            mostly = kwargs.get("mostly") or 1.0
+            mostly = 1.0 if kwargs.get("mostly") is None else kwargs["mostly"]
             return share <= 1.0 - mostly + 1e-12, None, 100.0 * share
         return self.success, self.observed, None
 
@@ -264,7 +266,25 @@ def run_expectations(
             tallies.setdefault(key, _Tally()).add(config.type, config.kwargs, item, frame)
     if suite is None:
         raise ValueError(f"{table_name}: no batch to validate (expected at least an empty frame)")
-    return [_outcome(table_name, configs[key], tally, fk_examples) for key, tally in tallies.items()]
+    outcomes = [_outcome(table_name, configs[key], tally, fk_examples) for key, tally in tallies.items()]
+    return outcomes + disabled_foreign_keys(table_name, table)
+
+
+def disabled_foreign_keys(table_name: str, table: TableSpec) -> list[ExpectationOutcome]:
+    """One passing outcome marked `disabled` per foreign key that `min_share: 0` switches off."""
+    return [
+        ExpectationOutcome(
+            table=table_name,
+            expectation="expect_foreign_key_to_resolve",
+            column=fk.column,
+            severity=fk.severity,
+            success=True,
+            detail=f"disabled (min_share: 0), not checked against {', '.join(fk.references)}",
+            disabled=True,
+        )
+        for fk in table.foreign_keys
+        if not fk.enabled
+    ]
 
 
 def _outcome(
