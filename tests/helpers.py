@@ -85,3 +85,19 @@ class Inbox:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.messages.append(envelope)
         return "250 OK"
+
+
+def asset_events(name: str, source_run_id: str) -> list[Any]:
+    """The Airflow Asset events of the Asset `name` that the DAG run `source_run_id` emitted."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        events = (
+            session.query(AssetEvent)
+            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .filter(AssetModel.name == name, AssetEvent.source_run_id == source_run_id)
+            .all()
+        )
+        session.expunge_all()
+        return list(events)

@@ -142,9 +142,9 @@ def promote(
     _check_made_here(name, str(version), "promote")
     current = alias_version(name, PRODUCTION)
     if current == str(version):
-        move = _completed_promotion(client, name, str(version), AliasMove(
-            name, "promote", alias_version(name, PREVIOUS), str(version), who, _now(), reason, gate or {}
-        ))
+        before = alias_version(name, PREVIOUS)  # what a lost try replaced, if it moved the alias
+        attempted = AliasMove(name, "promote", before, str(version), who, _now(), reason, gate or {})
+        move = _completed_promotion(client, name, str(version), attempted)
     else:
         if current is not None:
             client.set_registered_model_alias(name, PREVIOUS, current)

@@ -14,6 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests.helpers import asset_events
+
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 TELCO_FILE = "WA_Fn-UseC_-Telco-Customer-Churn.csv"
 SCORING = ["locate", "pin_model", "prepare", "score_chunk", "publish"]
@@ -95,19 +97,10 @@ def test_churn_partition_scored_with_rejects_unseen_categories_and_mapped_chunks
     assert manifest["model_version"] == scoring_world["versions"]["churn"]
     assert manifest["input"]["tables"][0]["warnings"] == {"PaymentMethod: not in the allowed set": 1}
     assert not list((lake / "predictions" / "churn" / "_staging").iterdir())
-    from airflow.models.asset import AssetEvent, AssetModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        event = (
-            session.query(AssetEvent)
-            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
-            .filter(AssetModel.name == "predictions/churn", AssetEvent.source_run_id == run.run_id)
-            .one()
-        )
-        assert event.extra["scored"] == 998 and event.extra["rejected"] == 2
-        assert event.extra["duration_seconds"] > 0
-        assert event.extra["model_version"] == scoring_world["versions"]["churn"]
+    [event] = asset_events("predictions/churn", run.run_id)
+    assert event.extra["scored"] == 998 and event.extra["rejected"] == 2
+    assert event.extra["duration_seconds"] > 0
+    assert event.extra["model_version"] == scoring_world["versions"]["churn"]
 
 
 def test_missing_partition_is_waited_for_then_fails_visibly_and_scores_nothing(

@@ -56,9 +56,7 @@ def test_production_unreachable_while_gating_is_retried_not_refused(
     assert is_transient(raised.value), repr(raised.value)  # Airflow's task retries take it from here
 
 
-def test_a_production_model_that_cannot_load_refuses_the_candidate(
-    candidate: dict, tmp_path: Path
-) -> None:
+def test_a_production_model_that_cannot_load_refuses_the_candidate(candidate: dict, tmp_path: Path) -> None:
     from tabular_mlops.config import get_model_config
     from tabular_mlops.promotion import evaluate_candidate, gate_candidate
 

@@ -163,9 +163,9 @@ def test_a_promote_retried_after_its_lost_try_moved_the_alias_succeeds_once(
     """The first try of `promote` moves the alias and records it, then is lost; the retry succeeds."""
     from datetime import timedelta
 
-    from airflow.models.asset import AssetEvent, AssetModel
-    from airflow.utils.session import create_session
     from tabular_mlops import registry
+
+    from tests.helpers import asset_events
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")  # aliases from nothing
     lost: list[str] = []
@@ -188,11 +188,4 @@ def test_a_promote_retried_after_its_lost_try_moved_the_alias_succeeds_once(
     assert [m["to_version"] for m in registry.history("churn-classifier")] == ["1"]  # one entry
     result = run.get_task_instance("promote").xcom_pull(task_ids="promote")
     assert result["promoted"] is True and result["already"] is True
-    with create_session() as session:
-        events = (
-            session.query(AssetEvent)
-            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
-            .filter(AssetModel.name == "model/churn", AssetEvent.source_run_id == run.run_id)
-            .count()
-        )
-    assert events == 1
+    assert len(asset_events("model/churn", run.run_id)) == 1

@@ -2,7 +2,7 @@
 
 PostgreSQL and Redis are the machine's own (fresh databases per run, a private Celery queue);
 moto's S3 server stands in for MinIO, aiosmtpd for mailpit. Airflow runs its api-server,
-scheduler, dag-processor and a Celery worker under the FAB auth manager; MLflow a tracking server
+scheduler, dag-processor, triggerer and a Celery worker under the FAB auth manager; MLflow a tracking server
 with a Postgres backend, artifacts proxied to S3 and its basic-auth app (users in Postgres too),
 whose workers' and serving users `mlops registry-access` creates. Every process is started here
 and stopped by `Stack.stop`.
@@ -282,7 +282,8 @@ class Stack:
         }
 
     def start_airflow(self, config_dir: Path) -> str:
-        """A fresh metadata DB with the FAB admin; then api-server, scheduler, dag-processor, worker."""
+        """A fresh metadata DB with the FAB admin; then api-server, scheduler, dag-processor,
+        triggerer and a worker."""
         from cryptography.fernet import Fernet
 
         self.config_dir = config_dir
@@ -303,6 +304,7 @@ class Stack:
         self.start("api-server", api, env)
         self.start("scheduler", [str(BIN / "airflow"), "scheduler"], env)
         self.start("dag-processor", [str(BIN / "airflow"), "dag-processor"], env)
+        self.start("triggerer", [str(BIN / "airflow"), "triggerer"], env)  # deferred tasks wait here
         self.start_worker()
         wait_until_ok(
             f"{self.url('airflow')}/api/v2/monitor/health", self.processes["api-server"], timeout=240

@@ -1,6 +1,6 @@
 """The production topology as real processes on loopback, driven the way its users drive it.
 
-Airflow (api-server, scheduler, dag-processor, a Celery worker on Redis, metadata in Postgres,
+Airflow (api-server, scheduler, dag-processor, triggerer, a Celery worker on Redis, metadata in Postgres,
 the FAB auth manager), an MLflow tracking server (Postgres backend, artifacts proxied to S3, its
 basic-auth app with least-privilege users for the workers and serving), moto's S3 server for
 MinIO, aiosmtpd for mailpit and the serving app under gunicorn. Run by `make test-stack`
@@ -56,6 +56,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         config = yaml.safe_load(path.read_text())
         config["data"]["source"] = str(folder)
         path.write_text(yaml.safe_dump(config, sort_keys=False))
+    # The stack's clock is real: switching a DAG on would start today's cron run, which waits for
+    # (or judges) yesterday's partition that no test writes, and holds the DAG's one run slot. Runs
+    # here are triggered; the calendar itself is tested with dag.test (test_scoring_calendar.py).
+    defaults = yaml.safe_load((configs / "defaults.yaml").read_text())
+    defaults["schedules"].update(scoring=None, monitoring=None)
+    defaults["scoring"]["wait_hours"] = 0.25  # the trigger then looks for the marker every 9 s
+    (configs / "defaults.yaml").write_text(yaml.safe_dump(defaults, sort_keys=False))
 
     inbox = Inbox()
     native = Stack(root)
@@ -169,13 +176,18 @@ def _drifted_partition(raw: Path) -> bytes:
 def test_scoring_an_s3_partition_triggers_monitoring_and_a_drift_alert_email(stack: dict) -> None:
     native, api = stack["stack"], stack["api"]
     s3 = _s3(native)
-    key = f"incoming/churn/dt={DAY}/{TELCO_FILE}"
-    s3.put_object(Bucket="lake", Key=key, Body=_drifted_partition(stack["raw"]["churn"]))
-    # The producer's completion marker, last: present, so the run does not defer (no triggerer here).
-    s3.put_object(Bucket="lake", Key=f"incoming/churn/dt={DAY}/_SUCCESS", Body=b"")
     api.unpause("churn_monitoring")  # scheduled on the predictions Asset
     before = len(api.runs("churn_monitoring"))
     run_id = api.trigger("churn_batch_scoring", {}, logical_date=f"{DAY}T02:00:00Z")
+    # The partition is late: the run waits for it in the triggerer, holding no worker slot.
+    deadline = time.monotonic() + 300
+    while api.task_states("churn_batch_scoring", run_id).get("wait_for_partition", ("", 0))[0] != "deferred":
+        assert time.monotonic() < deadline, api.task_states("churn_batch_scoring", run_id)
+        time.sleep(2)
+    key = f"incoming/churn/dt={DAY}/{TELCO_FILE}"
+    s3.put_object(Bucket="lake", Key=key, Body=_drifted_partition(stack["raw"]["churn"]))
+    # The producer's completion marker, its last file.
+    s3.put_object(Bucket="lake", Key=f"incoming/churn/dt={DAY}/_SUCCESS", Body=b"")
     run = api.wait_run("churn_batch_scoring", run_id)
     assert run["state"] == "success", _fail_with_logs(native, api, "churn_batch_scoring", run)
     manifest_key = f"predictions/churn/dt={DAY}/_manifest.json"
