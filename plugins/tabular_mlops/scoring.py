@@ -648,7 +648,8 @@ def score_partition(
 ) -> dict[str, Any]:
     """The whole run in one process (what `mlops score` does): pin, prepare, score, publish.
 
-    `day` is recorded in the manifest as the partition's day (monitoring's window date).
+    `day` is recorded in the manifest as the partition's day (monitoring's window date); without
+    one, the day the run started (UTC), as `mlops score` without `--date` does.
     """
     from tabular_mlops.ingest import default_run_id, safe_run_id
 
@@ -669,6 +670,7 @@ def score_partition(
         for chunk in chunks:
             results.append(score_chunk(config, pinned, chunk, staging, cut, run, scored_at, model))
             say(f"chunk {chunk['index'] + 1}/{len(chunks)}: {chunk['rows']:,} rows scored")
+        day = day or started_at.date().isoformat()
         summary = publish(config, pinned, staging, output, results, cut, run, started_at=started_at, day=day)
     except Exception:
         discard_staged_rows(config, staging)
