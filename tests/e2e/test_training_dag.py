@@ -180,7 +180,8 @@ def test_a_promote_retried_after_its_lost_try_moved_the_alias_succeeds_once(
     promote = dag.task_dict["promote"]  # retry at once: the back-off is Airflow's, not under test
     monkeypatch.setattr(promote, "retry_delay", timedelta(0))
     monkeypatch.setattr(promote, "retry_exponential_backoff", False)
-    run = dag.test(run_conf={"data": str(telco_full)})
+    # dry_run said again: the module's DAG object keeps the Params of the dry run above.
+    run = dag.test(run_conf={"data": str(telco_full), "dry_run": False})
     states = _states(run)
     assert run.state == "success", states
     assert lost and states["promote"] == ("success", 2)
