@@ -188,9 +188,9 @@ class ModelStore:
             except Exception as exc:  # an artifact download cut off halfway, say
                 if faults.is_transient(exc):  # down while loading a newer version: same as down before
                     unreachable = self._unreachable(name, exc)
-                    continue
-                self.errors[name] = f"reload failed: {exc}"
-                log.exception("%s: reload failed", name)
+                else:
+                    self.errors[name] = f"reload failed: {exc}"
+                    log.exception("%s: reload failed", name)
         self.registry = {
             "reachable": unreachable is None,
             "checked_at": datetime.now(UTC).isoformat(timespec="seconds"),

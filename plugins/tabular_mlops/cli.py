@@ -192,14 +192,9 @@ def _monitor(args: argparse.Namespace) -> int:
     from tabular_mlops.monitoring import MonitoringError, monitor
 
     config = get_model_config(args.model)
-    try:
-        # As the DAG's task retries do: a registry, store or mail server down for a moment is waited
-        # out; measuring again is safe and a retried alert keeps its Message-ID.
-        summary = faults.retry_transient(
-            lambda: monitor(
-                config, args.current, args.reference, args.labels, send=not args.no_email, progress=_progress
-            ),
-            "monitoring",
+    try:  # monitor() waits out a transient fault step by step; one still failing ends here
+        summary = monitor(
+            config, args.current, args.reference, args.labels, send=not args.no_email, progress=_progress
         )
     except Exception as exc:
         if not isinstance(exc, MonitoringError) and not faults.is_transient(exc):

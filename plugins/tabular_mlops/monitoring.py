@@ -587,12 +587,19 @@ def monitor(
     send: bool = True,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """The whole run (what `mlops monitor` does): measure, then alert when due."""
-    summary = measure(config, current, reference, labels, progress)
+    """The whole run (what `mlops monitor` does): measure, then alert when due.
+
+    As the DAG's task retries do, each step waits out a registry, store or mail server that is
+    down for a moment (faults.retry_transient) on its own: a mail server that is down never
+    makes the window be measured again, and a retried alert keeps its Message-ID.
+    """
+    summary = faults.retry_transient(
+        lambda: measure(config, current, reference, labels, progress), "measuring the window"
+    )
     if not summary["breach"]:
         sent, why = False, "no breach"
     elif send:
-        sent, why = send_alert(config, summary)
+        sent, why = faults.retry_transient(lambda: send_alert(config, summary), "sending the alert")
     else:
         sent, why = False, alert_decision(config, summary["day"])[1]
     summary["alert_sent"], summary["alert_reason"] = sent, why
