@@ -389,6 +389,31 @@ class ServingSpec(_Strict):
         return self.max_history_rows.get(table, self.default_max_history_rows)
 
 
+class Approver(_Strict):
+    """One person who may answer a promotion's approval task."""
+
+    # The auth manager's user id, which Airflow checks an answer against (FAB: the numeric id
+    # of Security > List Users, e.g. "1"; the simple auth manager: the username).
+    id: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    email: EmailStr | None = None  # the notifier mails the task's link here
+
+
+class PromotionSpec(_Strict):
+    """How a gated candidate reaches production: who approves it and whether it shadows first."""
+
+    # required: a human-in-the-loop task between gate and promote (Approve moves the alias;
+    # Reject or no answer within approval_timeout_hours moves nothing).
+    approval: Literal["none", "required"] = "none"
+    # Who may answer; empty: anyone Airflow lets update the task's approval (HITL detail).
+    approvers: list[Approver] = Field(default_factory=list)
+    approval_timeout_hours: float = Field(default=72, gt=0)
+    # shadow: a gated (and approved) candidate becomes the `challenger`, scored beside production
+    # without answering anyone, until it wins on shadow_min_labelled labelled rows.
+    mode: Literal["direct", "shadow"] = "direct"
+    shadow_min_labelled: int = Field(default=500, ge=1)
+
+
 class AlertSpec(_Strict):
     """Who hears about a breach and through which Airflow SMTP connection."""
 
@@ -413,6 +438,7 @@ class ModelConfig(_Strict):
     scoring: ScoringSpec = ScoringSpec()
     monitoring: MonitoringSpec = MonitoringSpec()
     serving: ServingSpec = ServingSpec()
+    promotion: PromotionSpec = PromotionSpec()
     alerts: AlertSpec
     source_file: str = Field(default="", exclude=True)
 

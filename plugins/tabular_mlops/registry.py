@@ -1,9 +1,11 @@
 """Alias moves in the MLflow model registry, with an audit trail.
 
 `production` is what batch scoring and serving load; `previous` is the version it replaced, so a
-rollback is one alias move. Every move is recorded on the registered model as a tag
-`audit.<UTC time>` holding who moved what, from which version to which, and why; `history` reads
-them back in order. Stages are deprecated in MLflow and never used.
+rollback is one alias move; `challenger` is a gated candidate scored in shadow beside production
+(promotion.mode shadow) until it is promoted or archived. Every move, and every human answer to a
+promotion's approval task, is recorded on the registered model as a tag `audit.<UTC time>`
+holding who did what, from which version to which, and why; `history` reads them back in order.
+Stages are deprecated in MLflow and never used.
 """
 
 from __future__ import annotations
@@ -21,6 +23,12 @@ from tabular_mlops import signing, tracking
 
 PRODUCTION = "production"
 PREVIOUS = "previous"
+CHALLENGER = "challenger"
+# Audit actions that move the production alias (the others: challenge and archive move
+# `challenger`; approve, reject and timeout record an answer and move nothing).
+PRODUCTION_ACTIONS = ("promote", "rollback")
+DECISIONS = ("approve", "reject", "timeout")
+COMMENT_LIMIT = 2000  # an approver's comment, as recorded (the tag holds the whole entry)
 AUDIT_PREFIX = "audit."
 _TAG_LIMIT = 4900  # MLflow caps registered-model tag values at 5,000 characters
 # Tests set this to crash a promote at a named step ("moved": aliases set, nothing recorded yet;
@@ -34,16 +42,19 @@ class RegistryError(RuntimeError):
 
 @dataclass
 class AliasMove:
-    """One recorded move of the production alias."""
+    """One recorded move of an alias, or one answer to a promotion's approval (nothing moved)."""
 
     model: str
-    action: str  # promote | rollback
+    action: str  # promote | rollback | challenge | archive | approve | reject | timeout
     from_version: str | None
-    to_version: str
+    to_version: str | None
     actor: str
     at: str
     reason: str = ""
     gate: dict[str, Any] = field(default_factory=dict)
+    alias: str = PRODUCTION  # the alias that moved ("" for an answer)
+    # Who answered the approval task, when, what, and their comment (empty without approval).
+    approval: dict[str, Any] = field(default_factory=dict)
     # True when the alias already pointed there and nothing moved now (a retry, a repeated command).
     already: bool = False
 
@@ -129,7 +140,12 @@ def _now() -> str:
 
 
 def promote(
-    name: str, version: str, who: str, reason: str = "", gate: dict[str, Any] | None = None
+    name: str,
+    version: str,
+    who: str,
+    reason: str = "",
+    gate: dict[str, Any] | None = None,
+    approval: dict[str, Any] | None = None,
 ) -> AliasMove:
     """Point production at `version`, keep the replaced one under previous, and record the move.
 
@@ -143,18 +159,24 @@ def promote(
     current = alias_version(name, PRODUCTION)
     if current == str(version):
         before = alias_version(name, PREVIOUS)  # what a lost try replaced, if it moved the alias
-        attempted = AliasMove(name, "promote", before, str(version), who, _now(), reason, gate or {})
+        attempted = AliasMove(
+            name, "promote", before, str(version), who, _now(), reason, gate or {}, approval=approval or {}
+        )
         move = _completed_promotion(client, name, str(version), attempted)
     else:
         if current is not None:
             client.set_registered_model_alias(name, PREVIOUS, current)
         client.set_registered_model_alias(name, PRODUCTION, str(version))
         _fault_point("moved")
-        move = AliasMove(name, "promote", current, str(version), who, _now(), reason, gate or {})
+        move = AliasMove(
+            name, "promote", current, str(version), who, _now(), reason, gate or {}, approval=approval or {}
+        )
         _record(client, move)
         _fault_point("recorded")
     if "promoted_at" not in found.tags:
         client.set_model_version_tag(name, str(version), "promoted_at", move.at)
+    if alias_version(name, CHALLENGER) == str(version):  # it no longer challenges: it is production
+        client.delete_registered_model_alias(name, CHALLENGER)
     return move
 
 
@@ -165,15 +187,19 @@ def _completed_promotion(client: Any, name: str, version: str, attempted: AliasM
     aliases and was lost before recording: `attempted` (from the `previous` that try set) is
     recorded once, so the trail holds exactly one entry for the promotion.
     """
-    moves = history(name)
+    moves = [m for m in history(name) if m["action"] in PRODUCTION_ACTIONS]
     if moves and moves[-1]["to_version"] == version:
-        known = {f.name for f in fields(AliasMove)}
-        return AliasMove(**{k: v for k, v in moves[-1].items() if k in known}, already=True)
+        return _as_move(moves[-1], already=True)
     if attempted.from_version == version:  # previous never names the version it replaced
         attempted.from_version = None
     _record(client, attempted)
     attempted.already = True
     return attempted
+
+
+def _as_move(entry: dict[str, Any], already: bool = False) -> AliasMove:
+    known = {f.name for f in fields(AliasMove)} - {"already"}
+    return AliasMove(**{k: v for k, v in entry.items() if k in known}, already=already)
 
 
 def rollback(name: str, who: str, reason: str = "") -> AliasMove:
@@ -197,3 +223,85 @@ def history(name: str) -> list[dict[str, Any]]:
     model = client.get_registered_model(name)
     moves = [json.loads(v) for k, v in model.tags.items() if k.startswith(AUDIT_PREFIX)]
     return sorted(moves, key=lambda m: m["at"])
+
+
+def set_challenger(
+    name: str,
+    version: str,
+    who: str,
+    reason: str = "",
+    gate: dict[str, Any] | None = None,
+    approval: dict[str, Any] | None = None,
+) -> AliasMove:
+    """Point `challenger` at a gated version (shadow mode); production does not move. Idempotent."""
+    client = tracking.configure()
+    client.get_model_version(name, str(version))  # raises when the version does not exist
+    _check_made_here(name, str(version), "shadow")
+    if alias_version(name, PRODUCTION) == str(version):
+        raise RegistryError(f"{name} version {version} is production already; it cannot challenge itself")
+    current = alias_version(name, CHALLENGER)
+    if current == str(version):
+        entries = [m for m in history(name) if m.get("alias") == CHALLENGER]
+        if entries and entries[-1]["action"] == "challenge" and entries[-1]["to_version"] == str(version):
+            return _as_move(entries[-1], already=True)
+    else:
+        client.set_registered_model_alias(name, CHALLENGER, str(version))
+    move = AliasMove(
+        name, "challenge", current, str(version), who, _now(), reason, gate or {}, CHALLENGER, approval or {}
+    )
+    _record(client, move)
+    return move
+
+
+def promote_challenger(
+    name: str, who: str, reason: str = "", expected: str | None = None, approval: dict[str, Any] | None = None
+) -> AliasMove:
+    """Move production to the challenger (previous keeps the replaced one); challenger is cleared.
+
+    `expected` refuses when the challenger is no longer that version (the evidence was about
+    another one). A retry after the move finds the challenger gone and production at `expected`,
+    and returns that promotion flagged `already`.
+    """
+    version = alias_version(name, CHALLENGER)
+    if version is None:
+        if expected is not None and alias_version(name, PRODUCTION) == str(expected):
+            return promote(name, str(expected), who, reason, approval=approval)  # the retry of a done move
+        raise RegistryError(f"{name}: no version has alias {CHALLENGER!r}; nothing to promote")
+    if expected is not None and version != str(expected):
+        raise RegistryError(f"{name}: the challenger is version {version}, not {expected}; refusing to promote")
+    return promote(name, version, who, reason or "the challenger won in shadow", approval=approval)
+
+
+def archive_challenger(name: str, who: str, reason: str = "") -> AliasMove:
+    """Stop shadowing: remove the `challenger` alias (the version itself stays in the registry)."""
+    client = tracking.configure()
+    version = alias_version(name, CHALLENGER)
+    if version is None:
+        raise RegistryError(f"{name}: no version has alias {CHALLENGER!r}; nothing to archive")
+    client.delete_registered_model_alias(name, CHALLENGER)
+    client.set_model_version_tag(name, version, "archived_at", _now())
+    move = AliasMove(name, "archive", version, None, who, _now(), reason or "archived", alias=CHALLENGER)
+    _record(client, move)
+    return move
+
+
+def record_decision(
+    name: str, version: str, decision: str, who: str, approval: dict[str, Any], reason: str = ""
+) -> AliasMove:
+    """Record an answer to a promotion's approval task (who, when, comment); nothing moves.
+
+    Idempotent per answer: a retried recording task finds its entry (same decision, version,
+    actor and answer time) and returns it flagged `already`.
+    """
+    if decision not in DECISIONS:
+        raise RegistryError(f"unknown decision {decision!r}; expected one of {', '.join(DECISIONS)}")
+    client = tracking.configure()
+    approval = {**approval, "comment": str(approval.get("comment") or "")[:COMMENT_LIMIT]}
+    for entry in reversed(history(name)):
+        same = (entry["action"], entry["to_version"], entry["actor"]) == (decision, str(version), who)
+        if same and entry.get("approval", {}).get("responded_at") == approval.get("responded_at"):
+            return _as_move(entry, already=True)
+    current = alias_version(name, PRODUCTION)
+    move = AliasMove(name, decision, current, str(version), who, _now(), reason, alias="", approval=approval)
+    _record(client, move)
+    return move

@@ -125,3 +125,65 @@ def test_a_retried_promote_after_a_lost_try_succeeds_with_one_audit_entry(
     assert registry.alias_version(model, registry.PRODUCTION) == "2"
     assert registry.alias_version(model, registry.PREVIOUS) == "1"
     assert "promoted_at" in MlflowClient().get_model_version(model, "2").tags
+
+
+def test_a_challenger_shadows_without_moving_production(model: str) -> None:
+    registry.promote(model, "1", "cli:a@h")
+    move = registry.set_challenger(model, "2", "airflow:x_training/r1", reason="passed the gate")
+    assert (move.action, move.alias, move.to_version) == ("challenge", registry.CHALLENGER, "2")
+    assert registry.alias_version(model, registry.PRODUCTION) == "1"
+    assert registry.alias_version(model, registry.CHALLENGER) == "2"
+    again = registry.set_challenger(model, "2", "airflow:x_training/r1")
+    assert again.already and len([m for m in registry.history(model) if m["action"] == "challenge"]) == 1
+    with pytest.raises(registry.RegistryError, match="production already"):
+        registry.set_challenger(model, "1", "cli:a@h")
+
+
+def test_promoting_the_challenger_keeps_previous_and_clears_the_challenger(model: str) -> None:
+    registry.promote(model, "1", "cli:a@h")
+    registry.set_challenger(model, "3", "cli:a@h")
+    with pytest.raises(registry.RegistryError, match="the challenger is version 3, not 2"):
+        registry.promote_challenger(model, "cli:a@h", expected="2")
+    move = registry.promote_challenger(model, "cli:b@h", expected="3")
+    assert (move.from_version, move.to_version, move.already) == ("1", "3", False)
+    assert registry.alias_version(model, registry.PRODUCTION) == "3"
+    assert registry.alias_version(model, registry.PREVIOUS) == "1"
+    assert registry.alias_version(model, registry.CHALLENGER) is None
+    retried = registry.promote_challenger(model, "cli:b@h", expected="3")  # the retry of a done move
+    assert retried.already
+    assert [m["to_version"] for m in registry.history(model) if m["action"] == "promote"] == ["1", "3"]
+    with pytest.raises(registry.RegistryError, match="nothing to promote"):
+        registry.promote_challenger(model, "cli:b@h")
+
+
+def test_archiving_the_challenger_removes_only_its_alias(model: str) -> None:
+    from mlflow import MlflowClient
+
+    registry.promote(model, "1", "cli:a@h")
+    registry.set_challenger(model, "2", "cli:a@h")
+    move = registry.archive_challenger(model, "cli:c@h", reason="lost on 900 rows")
+    assert (move.action, move.from_version, move.to_version) == ("archive", "2", None)
+    assert registry.alias_version(model, registry.CHALLENGER) is None
+    assert registry.alias_version(model, registry.PRODUCTION) == "1"
+    assert "archived_at" in MlflowClient().get_model_version(model, "2").tags
+    with pytest.raises(registry.RegistryError, match="nothing to archive"):
+        registry.archive_challenger(model, "cli:c@h")
+
+
+def test_an_answer_is_recorded_once_with_who_when_and_comment(model: str) -> None:
+    registry.promote(model, "1", "cli:a@h")
+    answer = {"by": "alice", "responded_at": "2026-12-02T10:00:00+00:00", "comment": "x" * 5000}
+    move = registry.record_decision(model, "2", "reject", "airflow:x_training/r2", answer, reason="no")
+    assert (move.action, move.from_version, move.to_version, move.alias) == ("reject", "1", "2", "")
+    again = registry.record_decision(model, "2", "reject", "airflow:x_training/r2", answer)
+    assert again.already
+    entries = [m for m in registry.history(model) if m["action"] == "reject"]
+    assert len(entries) == 1
+    assert entries[0]["approval"]["by"] == "alice"
+    assert len(entries[0]["approval"]["comment"]) == registry.COMMENT_LIMIT
+    assert registry.alias_version(model, registry.PRODUCTION) == "1"  # an answer moves nothing
+    # A promote after a reject still finds its own last production move (the retry logic).
+    registry.promote(model, "2", "cli:a@h")
+    assert registry.promote(model, "2", "cli:a@h").already
+    with pytest.raises(registry.RegistryError, match="unknown decision"):
+        registry.record_decision(model, "2", "maybe", "cli:a@h", answer)
