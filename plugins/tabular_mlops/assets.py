@@ -18,3 +18,12 @@ def model_asset(model: str) -> Asset:
 def predictions_asset(model: str) -> Asset:
     """The Asset updated whenever a batch-scoring run publishes a predictions partition of `model`."""
     return Asset(name=f"predictions/{model}", uri=f"mlops://predictions/{model}")
+
+
+def challenger_asset(model: str) -> Asset:
+    """The Asset the monitoring DAG emits when the challenger of `model` beat production in shadow.
+
+    Its event's extra holds `version` (the challenger that won) and `evidence` (the comparison);
+    the `<model>_registry` DAG proposes that version for production on it.
+    """
+    return Asset(name=f"challenger/{model}", uri=f"mlops://challenger/{model}")
