@@ -14,7 +14,15 @@ The training chain of a model, from its raw tables to a promoted registry versio
    metrics, plots and a model card in `reports/evaluation/<model>/<run>/` and in the MLflow run.
 5. **gate**: floors, non-inferiority to production (paired bootstrap), calibration and slices.
    A refused candidate fails the run visibly; nothing is promoted.
-6. **promote**: moves alias `production` to the candidate and `previous` to the one it replaced.
+6. **approve** (only with `promotion.approval: required`, e.g. credit_risk): Airflow's
+   human-in-the-loop ApprovalOperator. The task waits in Required Actions with the model card,
+   the data fingerprint and links; the approvers get a mail with its link. Approve lets promote
+   run; Reject, or no answer within `promotion.approval_timeout_hours`, skips it.
+   `mlops approve|reject --model M --run RUN` answers from a terminal.
+7. **promote**: moves alias `production` to the candidate and `previous` to the one it replaced;
+   with `promotion.mode: shadow` it moves `challenger` instead and production keeps answering.
+8. **record_answer** (with approval): writes who answered, when, and their comment to the
+   registry's audit trail, whatever the answer was.
 
 Param `dry_run` trains, evaluates and gates but changes nothing in the registry: no version is
 registered (evaluate scores the signed model on the MLflow run) and no alias moves.
@@ -27,7 +35,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow.sdk import Param, dag, get_parsing_context, task
+from airflow.sdk import Param, dag, get_parsing_context, task, teardown
+from tabular_mlops.approval import build_operator as build_approval_operator
 from tabular_mlops.assets import model_asset, retrain_asset
 from tabular_mlops.config import ModelConfig, load_model_configs
 from tabular_mlops.dag_defaults import dag_arguments
@@ -49,6 +58,7 @@ def _schedule(config: ModelConfig) -> Any:
 def build_training_dag(config: ModelConfig) -> object:
     """The training DAG of one model config."""
     dag_id = f"{config.name}_training"
+    approval_required = config.promotion.approval == "required"
     registry_retries = {"retries": config.retries, "retry_exponential_backoff": True}
 
     @dag(
@@ -89,6 +99,25 @@ def build_training_dag(config: ModelConfig) -> object:
         },
     )
     def training() -> None:
+        @task.branch
+        def approval_needed(candidate: dict, params: dict | None = None) -> list[str]:
+            """Ask for approval unless this is a dry run (which moves nothing anyway)."""
+            from tabular_mlops.approval import TASK_ID
+
+            return ["promote"] if (params or {}).get("dry_run") else [TASK_ID, "promote"]
+
+        # A teardown: ApprovalOperator skips what follows it on Reject, but never a teardown.
+        @teardown(on_failure_fail_dagrun=True)
+        @task(**registry_retries)
+        def record_answer(candidate: dict, run_id: str | None = None, ti: Any = None) -> dict:
+            """Write the approver's answer (who, when, comment) to the audit trail, whatever it was."""
+            from tabular_mlops import approval
+
+            answer = ti.xcom_pull(task_ids=approval.TASK_ID, key=approval.ANSWER_KEY) if ti else None
+            return approval.record_answer(
+                config, candidate, answer, {"dag_id": dag_id, "run_id": run_id or ""}
+            )
+
         @task
         def data_ingest(params: dict | None = None, run_id: str | None = None) -> str:
             """Validate the raw tables and publish the typed interim tables; return their folder."""
@@ -148,25 +177,51 @@ def build_training_dag(config: ModelConfig) -> object:
                 raise AirflowFailException(
                     f"gate refused version {candidate['version']}: " + "; ".join(verdict["reasons"])
                 )
-            return {"run_id": candidate["run_id"], "version": candidate["version"], "passed": True}
+            gated = {"run_id": candidate["run_id"], "version": candidate["version"], "passed": True}
+            if approval_required:  # what the approver reads (the approval task renders it)
+                from tabular_mlops.approval import request_body
+                from tabular_mlops.promotion import model_card_of
 
-        @task(outlets=[model_asset(config.name)], **registry_retries)
-        def promote(candidate: dict, params: dict | None = None, run_id: str | None = None) -> dict:
-            """Move production to the candidate (unless dry_run); previous keeps the replaced version."""
+                card = model_card_of(get_model_config(config.name), candidate["run_id"])
+                gated["approval_body"] = request_body(config, candidate["run_id"], card)
+            return gated
+
+        @task(
+            outlets=[model_asset(config.name)],
+            trigger_rule="none_failed_min_one_success",  # runs after an Approve, or a dry run's skip
+            **registry_retries,
+        )
+        def promote(
+            candidate: dict, params: dict | None = None, run_id: str | None = None, ti: Any = None
+        ) -> dict:
+            """Move production (or challenger, shadow mode) to the candidate unless dry_run."""
+            from tabular_mlops.approval import ANSWER_KEY, TASK_ID, decision_of
             from tabular_mlops.config import get_model_config
             from tabular_mlops.promotion import promote_candidate
 
+            wanted = approval_required and ti is not None
+            answer = ti.xcom_pull(task_ids=TASK_ID, key=ANSWER_KEY) if wanted else None
+            found = decision_of(answer)
             return promote_candidate(
                 get_model_config(config.name),
                 candidate["run_id"],
                 dry_run=bool((params or {}).get("dry_run")),
                 origin={"dag_id": dag_id, "run_id": run_id or ""},
+                approval=found[1] if found else None,
             )
 
         interim = data_ingest()
         features = build_features(interim)
         candidate = train(interim, features)
-        promote(gate(evaluate(candidate)))
+        gated = gate(evaluate(candidate))
+        if not approval_required:
+            promote(gated)
+            return
+        approve = build_approval_operator(config, body_from="gate")
+        promoted = promote(gated)
+        approval_needed(gated) >> [approve, promoted]
+        approve >> promoted
+        [approve, promoted] >> record_answer(gated)
 
     return training()
 

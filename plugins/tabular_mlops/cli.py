@@ -39,6 +39,8 @@ _ERRORS = {
     ),
     "score": (*_TABLES, *_REGISTRY, "tabular_mlops.scoring:ScoringError"),
     "monitor": (*_TABLES, *_REGISTRY, "tabular_mlops.monitoring:MonitoringError"),
+    "approve": ("tabular_mlops.airflow_api:AirflowApiError",),
+    "reject": ("tabular_mlops.airflow_api:AirflowApiError",),
 }
 
 
@@ -133,6 +135,14 @@ def _train(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     if not result["gate"]["passed"]:
         _progress("gate refused the candidate: " + "; ".join(result["gate"]["reasons"]))
+    elif result.get("awaiting_approval"):
+        _progress(
+            f"{config.name} requires approval (promotion.approval): version {result['version']} is "
+            f"registered and gated, nothing moved; after review: mlops promote --model {config.name} "
+            f"--version {result['version']}, or train through {config.name}_training in Airflow"
+        )
+    elif result.get("alias") == "challenger":
+        _progress(f"{result['registered_name']} version {result['version']} is the challenger (shadow mode)")
     elif result["promoted"]:
         _progress(f"promoted {result['registered_name']} version {result['version']} to production")
     if args.dry_run:
@@ -221,7 +231,13 @@ def _promote(args: argparse.Namespace) -> int:
     from tabular_mlops import registry
 
     name = _registered_name(args.model)
-    move = registry.promote(name, args.version, registry.actor(), reason=args.reason or "manual promotion")
+    if args.source == registry.CHALLENGER:
+        reason = args.reason or "manual promotion of the challenger"
+        move = registry.promote_challenger(name, registry.actor(), reason=reason)
+    else:
+        move = registry.promote(
+            name, args.version, registry.actor(), reason=args.reason or "manual promotion"
+        )
     if move.already:
         print(
             f"[mlops] {name} version {move.to_version} is already in production "
@@ -241,6 +257,30 @@ def _rollback(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _archive_challenger(args: argparse.Namespace) -> int:
+    from tabular_mlops import registry
+
+    name = _registered_name(args.model)
+    move = registry.archive_challenger(name, registry.actor(), reason=args.reason or "manual archive")
+    _emit(move.to_dict())
+    return EXIT_OK
+
+
+def _answer(args: argparse.Namespace) -> int:
+    """Approve or reject a run's waiting approval task through Airflow's REST API."""
+    from tabular_mlops.airflow_api import AirflowApi, answer_approval
+    from tabular_mlops.config import get_model_config
+
+    get_model_config(args.model)  # an unknown model is a usage error before any network call
+    dag_id = args.dag or f"{args.model}_training"
+    option = "Approve" if args.command == "approve" else "Reject"
+    answered = answer_approval(AirflowApi.from_env(), dag_id, args.run, option, args.comment or "")
+    who = (answered.get("responded_by") or {}).get("name", "?")
+    _progress(f"{option.lower()}d {dag_id} run {args.run} as {who}; the run resumes now")
+    _emit({"model": args.model, "dag_id": dag_id, "run_id": args.run, "answer": answered})
+    return EXIT_OK
+
+
 def _sign(args: argparse.Namespace) -> int:
     """Check a version's signature, or re-sign it with the current key after checking it (rotation)."""
     from tabular_mlops import signing
@@ -257,6 +297,14 @@ def _sign(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _answer_text(approval: dict[str, Any] | None) -> str:
+    """` [approve by alice at ...: "comment"]` for an entry with an approval answer."""
+    if not approval:
+        return ""
+    when = approval.get("responded_at")
+    return f" [{approval.get('decision')} by {approval.get('by')} at {when}: {approval.get('comment')!r}]"
+
+
 def _history(args: argparse.Namespace) -> int:
     from tabular_mlops import registry
 
@@ -264,8 +312,9 @@ def _history(args: argparse.Namespace) -> int:
     moves = registry.history(name)
     for move in moves:
         print(
-            f"{move['at']}  {move['action']:<8} v{move['from_version'] or '-'} -> v{move['to_version']}"
-            f"  by {move['actor']}  {move.get('reason', '')}",
+            f"{move['at']}  {move['action']:<9} {move.get('alias', 'production') or '(answer)':<10} "
+            f"v{move['from_version'] or '-'} -> v{move['to_version'] or '-'}"
+            f"  by {move['actor']}  {move.get('reason', '')}{_answer_text(move.get('approval'))}",
             file=sys.stderr,
         )
     _emit({"model": args.model, "registered_name": name, "moves": moves})
@@ -371,9 +420,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("promote", help="point the production alias at a version (previous keeps the old)")
     pr.add_argument("--model", required=True)
-    pr.add_argument("--version", required=True)
+    which = pr.add_mutually_exclusive_group(required=True)
+    which.add_argument("--version", help="the registry version to promote")
+    which.add_argument(
+        "--from", dest="source", choices=["challenger"], help="promote the version the challenger alias names"
+    )
     pr.add_argument("--reason", default=None)
     pr.set_defaults(handler=_promote)
+
+    ar = sub.add_parser("archive-challenger", help="stop shadowing: remove the challenger alias")
+    ar.add_argument("--model", required=True)
+    ar.add_argument("--reason", default=None)
+    ar.set_defaults(handler=_archive_challenger)
+
+    for verb in ("approve", "reject"):
+        an = sub.add_parser(verb, help=f"{verb} a run's waiting promotion (Airflow REST API, as yourself)")
+        an.add_argument("--model", required=True)
+        an.add_argument("--run", required=True, help="the Airflow run id (the UI's Run ID, e.g. manual__...)")
+        an.add_argument("--comment", default=None, help="recorded in the audit trail with your name")
+        an.add_argument("--dag", default=None, help="default <model>_training; <model>_registry for its runs")
+        an.set_defaults(handler=_answer)
 
     rb = sub.add_parser("rollback", help="move production back to the previous version")
     rb.add_argument("--model", required=True)

@@ -113,19 +113,16 @@ def _resample_aucs(
     return wins / (n_pos * n_neg)
 
 
-def paired_bootstrap_auc_diff(
-    y_true: np.ndarray, candidate: np.ndarray, production: np.ndarray, rounds: int, seed: int
-) -> np.ndarray:
-    """AUC(candidate) - AUC(production) on `rounds` shared row resamples; single-class resamples dropped."""
+def paired_bootstrap_aucs(y_true: np.ndarray, models: list[np.ndarray], rounds: int, seed: int) -> np.ndarray:
+    """AUC of each model (rows) on `rounds` shared row resamples (columns); single-class resamples dropped."""
     y = np.asarray(y_true, dtype=np.int64).ravel()
-    cand_levels, cand_n = _dense_levels(np.asarray(candidate, dtype=float))
-    prod_levels, prod_n = _dense_levels(np.asarray(production, dtype=float))
+    dense = [_dense_levels(np.asarray(scores, dtype=float)) for scores in models]
     rng = np.random.default_rng(seed)
     n = y.size
-    chunk = max(1, _CHUNK_CELLS // max(n, cand_n, prod_n))
-    diffs = []
+    chunk = max(1, _CHUNK_CELLS // max(n, *(size for _, size in dense)))
+    aucs = []
     for start in range(0, rounds, chunk):
-        # The same row indices for both models: pairing removes the test-set noise they share.
+        # The same row indices for every model: pairing removes the test-set noise they share.
         idx = rng.integers(0, n, size=(min(chunk, rounds - start), n))
         labels = y[idx]
         n_pos = labels.sum(axis=1)
@@ -134,10 +131,30 @@ def paired_bootstrap_auc_diff(
         if not keep.any():
             continue
         idx, labels, n_pos, n_neg = idx[keep], labels[keep], n_pos[keep], n_neg[keep]
-        cand_auc = _resample_aucs(cand_levels[idx], cand_n, labels, n_pos, n_neg)
-        prod_auc = _resample_aucs(prod_levels[idx], prod_n, labels, n_pos, n_neg)
-        diffs.append(cand_auc - prod_auc)
-    return np.concatenate(diffs) if diffs else np.empty(0)
+        aucs.append(np.stack([_resample_aucs(lv[idx], size, labels, n_pos, n_neg) for lv, size in dense]))
+    return np.concatenate(aucs, axis=1) if aucs else np.empty((len(models), 0))
+
+
+def paired_bootstrap_auc_diff(
+    y_true: np.ndarray, candidate: np.ndarray, production: np.ndarray, rounds: int, seed: int
+) -> np.ndarray:
+    """AUC(candidate) - AUC(production) on `rounds` shared row resamples; single-class resamples dropped."""
+    aucs = paired_bootstrap_aucs(y_true, [candidate, production], rounds, seed)
+    return aucs[0] - aucs[1]
+
+
+def auc_intervals(
+    y_true: np.ndarray, models: dict[str, np.ndarray], rounds: int, seed: int, confidence: float = 0.95
+) -> dict[str, list[float] | None]:
+    """Percentile bootstrap interval of each model's AUC, from shared resamples (None: cannot judge)."""
+    aucs = paired_bootstrap_aucs(y_true, list(models.values()), rounds, seed)
+    if aucs.shape[1] == 0:
+        return {name: None for name in models}
+    alpha = 1 - confidence
+    return {
+        name: [float(q) for q in np.quantile(row, [alpha / 2, 1 - alpha / 2])]
+        for name, row in zip(models, aucs, strict=True)
+    }
 
 
 def _non_inferiority_check(

@@ -117,6 +117,10 @@ def run_training_chain(
     }
     if not promote and not dry_run:
         return result
+    if config.promotion.approval == "required" and not dry_run and verdict["passed"]:
+        # A person approves in Airflow (the approval task) or promotes by hand: nothing moves here.
+        result["awaiting_approval"] = True
+        return result
     try:
         moved = faults.retry_transient(
             lambda: promote_candidate(config, trained.run_id, dry_run=dry_run, origin=origin),
@@ -125,4 +129,5 @@ def run_training_chain(
     except GateRefused:
         return result
     result["promoted"] = bool(moved["promoted"])
+    result["alias"] = moved.get("alias")
     return result

@@ -119,7 +119,7 @@ def gate_candidate(
     """Judge the evaluated candidate; record the verdict and model card; return the verdict."""
     import mlflow
 
-    from tabular_mlops.gate import GatePolicy, judge, slice_masks
+    from tabular_mlops.gate import GatePolicy, auc_intervals, judge, slice_masks
 
     overrides = overrides or GateOverrides()
     work = work_dir_for(config, run_id)
@@ -150,6 +150,12 @@ def gate_candidate(
         seed=config.split.seed,
     ).to_dict()
     verdict["policy"] = asdict(policy)
+    models = {"candidate": scores["candidate"].to_numpy()}
+    if "production" in scores:
+        models["production"] = scores["production"].to_numpy()
+    verdict["auc_intervals"] = auc_intervals(
+        y, models, policy.bootstrap_rounds, config.split.seed, policy.confidence
+    )
     (work / VERDICT).write_text(json.dumps(verdict, indent=2, default=str))
     report = Path(summary["report_dir"])
     (report / VERDICT).write_text(json.dumps(verdict, indent=2, default=str))
@@ -167,10 +173,21 @@ def gate_candidate(
     return verdict
 
 
+class ApprovalMissing(RuntimeError):
+    """promotion.approval is required and no approval of this candidate was given."""
+
+
 def promote_candidate(
-    config: ModelConfig, run_id: str, dry_run: bool = False, origin: dict[str, str] | None = None
+    config: ModelConfig,
+    run_id: str,
+    dry_run: bool = False,
+    origin: dict[str, str] | None = None,
+    approval: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Move production to the gated candidate (previous keeps the replaced one); refuse when it failed."""
+    """Move the gated candidate to production (direct) or challenger (shadow); refuse when it failed.
+
+    With `promotion.approval: required`, `approval` must be the recorded Approve of a person.
+    """
     work = work_dir_for(config, run_id)
     summary = json.loads((work / EVALUATION).read_text())
     verdict = json.loads((work / VERDICT).read_text())
@@ -186,19 +203,23 @@ def promote_candidate(
             "version": version,
             "production": summary["production_version"],
         }
-    move = registry.promote(
+    if config.promotion.approval == "required" and (approval or {}).get("decision") != "approve":
+        raise ApprovalMissing(
+            f"{name} version {version}: promotion.approval is required and nobody approved it"
+        )
+    gate = {"passed": True, "reasons": verdict.get("reasons", []), "checks": len(verdict.get("checks", []))}
+    move_to = registry.set_challenger if config.promotion.mode == "shadow" else registry.promote
+    move = move_to(
         name,
         version,
         registry.actor(origin),
         reason=f"passed the gate in run {run_id}",
-        gate={
-            "passed": True,
-            "reasons": verdict.get("reasons", []),
-            "checks": len(verdict.get("checks", [])),
-        },
+        gate=gate,
+        approval=approval,
     )
     return {
-        "promoted": True,
+        "promoted": move.alias == registry.PRODUCTION,
+        "alias": move.alias,
         "dry_run": False,
         "version": version,
         "previous": move.from_version,
@@ -219,6 +240,20 @@ def _metric_rows(candidate: dict[str, float], production: dict[str, float]) -> l
     return rows
 
 
+def _interval_row(verdict: dict[str, Any]) -> list[str]:
+    """The AUC's bootstrap interval of candidate and production, as one more table row."""
+    intervals = verdict.get("auc_intervals") or {}
+    if not intervals:
+        return []
+    confidence = verdict.get("policy", {}).get("confidence", 0.95)
+
+    def text(name: str) -> str:
+        bounds = intervals.get(name)
+        return f"[{bounds[0]:.4f}, {bounds[1]:.4f}]" if bounds else "-"
+
+    return [f"| roc_auc {confidence:.0%} CI | {text('candidate')} | {text('production')} |"]
+
+
 def model_card(config: ModelConfig, summary: dict[str, Any], verdict: dict[str, Any]) -> str:
     """Short markdown description of a version: data, metrics vs production, gate verdict, plots."""
     metrics = summary["metrics"]
@@ -234,6 +269,7 @@ def model_card(config: ModelConfig, summary: dict[str, Any], verdict: dict[str, 
         "",
         "## Test metrics",
         *_metric_rows(metrics, summary.get("production_metrics") or {}),
+        *_interval_row(verdict),
         "",
         f"## Gate: {'passed' if verdict['passed'] else 'refused'}",
         "| check | value | bound | result |",
@@ -244,5 +280,13 @@ def model_card(config: ModelConfig, summary: dict[str, Any], verdict: dict[str, 
         bound = "-" if check["bound"] is None else f"{check['bound']:.4f}"
         result = {True: "pass", False: "FAIL", None: "not judged"}[check["passed"]]
         lines.append(f"| {check['name']} | {value} | {bound} | {result} |")
+    details = [f"- {c['name']}: {c['detail']}" for c in verdict["checks"] if c.get("detail")]
+    lines += ["", *details]
     lines += ["", "Plots: `evaluation/` artifacts of the run (ROC, PR, calibration, confusion, importance)."]
     return "\n".join(lines) + "\n"
+
+
+def model_card_of(config: ModelConfig, run_id: str) -> str:
+    """The model card the gate wrote for the candidate of `run_id`."""
+    summary = json.loads((work_dir_for(config, run_id) / EVALUATION).read_text())
+    return (Path(summary["report_dir"]) / "model_card.md").read_text()

@@ -268,7 +268,9 @@ def promote_challenger(
             return promote(name, str(expected), who, reason, approval=approval)  # the retry of a done move
         raise RegistryError(f"{name}: no version has alias {CHALLENGER!r}; nothing to promote")
     if expected is not None and version != str(expected):
-        raise RegistryError(f"{name}: the challenger is version {version}, not {expected}; refusing to promote")
+        raise RegistryError(
+            f"{name}: the challenger is version {version}, not {expected}; refusing to promote"
+        )
     return promote(name, version, who, reason or "the challenger won in shadow", approval=approval)
 
 

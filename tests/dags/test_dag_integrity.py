@@ -39,6 +39,8 @@ print(json.dumps({
     "errors": {k: str(v) for k, v in bag.import_errors.items()},
     "dags": {dag_id: {"owner": dag.owner, "tags": sorted(dag.tags), "tasks": [t.task_id for t in dag.tasks],
                       "retries": [t.retries for t in dag.tasks], "doc_md": bool(dag.doc_md),
+                      "upstream": {t.task_id: sorted(t.upstream_task_ids) for t in dag.tasks},
+                      "types": {t.task_id: type(t).__mro__[1].__name__ for t in dag.tasks},
                       "catchup": dag.catchup, "schedule": getattr(dag.timetable, "summary", None)}
              for dag_id, dag in bag.dags.items()},
 }))
@@ -76,6 +78,22 @@ def test_training_dag_shape(dagbag: dict, model: str) -> None:
     dag = dagbag["dags"][f"{model}_training"]
     assert dag["tasks"][0] == "data_ingest"
     assert dag["catchup"] is False and dag["doc_md"]
+
+
+def test_credit_risk_waits_for_a_human_between_gate_and_promote(dagbag: dict) -> None:
+    dag = dagbag["dags"]["credit_risk_training"]
+    upstream = dag["upstream"]
+    assert dag["types"]["approve"] == "ApprovalOperator"  # Airflow's own HITL operator
+    assert upstream["approval_needed"] == ["gate"]
+    assert upstream["approve"] == ["approval_needed"]
+    assert "approve" in upstream["promote"] and "gate" in upstream["promote"]
+    assert {"approve", "promote"} <= set(upstream["record_answer"])
+
+
+def test_churn_promotes_without_an_approval_task(dagbag: dict) -> None:
+    dag = dagbag["dags"]["churn_training"]
+    assert "approve" not in dag["tasks"] and "record_answer" not in dag["tasks"]
+    assert dag["upstream"]["promote"] == ["gate"]
 
 
 def test_every_dag_has_owner_tags_and_retries(dagbag: dict) -> None:
@@ -133,5 +151,5 @@ def test_batch_scoring_dag_shape(dagbag: dict, model: str) -> None:
 @pytest.mark.parametrize("model", ["churn", "credit_risk"])
 def test_monitoring_dag_shape(dagbag: dict, model: str) -> None:
     dag = dagbag["dags"][f"{model}_monitoring"]
-    assert dag["tasks"] == ["measure", "alert", "request_retrain"]
+    assert dag["tasks"] == ["measure", "alert", "request_retrain", "propose_challenger"]
     assert dag["catchup"] is False and dag["doc_md"]

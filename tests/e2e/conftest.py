@@ -109,6 +109,17 @@ def smtp_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Inbox]:
 
 
 @pytest.fixture(scope="module")
+def fresh_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A fresh SQLite tracking store and registry for one module's runs; yields its URI."""
+    folder = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        patch.setenv("MLOPS_MLFLOW_DIR", str(folder))
+        yield uri
+
+
+@pytest.fixture(scope="module")
 def production_models(
     tmp_path_factory: pytest.TempPathFactory, telco_raw: Path, home_credit_raw: Path
 ) -> Iterator[dict]:
