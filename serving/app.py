@@ -2,8 +2,10 @@
 
 Run it under gunicorn with uvicorn workers (`serving/gunicorn.conf.py`, `make serve`). Routes:
 `POST /v1/models/{model}/predict` (one record or a list), `GET /v1/models`, `GET /v1/models/{model}`,
-`GET /health`, `GET /ready`, `GET /metrics`. With `SERVING_API_KEY` set, scoring and model routes
-need `Authorization: Bearer <key>`; health, readiness and metrics stay open. The key, the body
+`GET /health`, `GET /ready`, `GET /metrics`, and with MLOPS_WEBHOOK_SECRET set
+`POST /internal/registry-events` (MLflow's signed alias webhook, serving.webhook). With `SERVING_API_KEY`
+set, scoring and model routes need `Authorization: Bearer <key>`; health, readiness and metrics stay
+open, and the webhook authenticates by its HMAC signature instead. The key, the body
 limit and the in-flight budget (`SERVING_MAX_BODY_BYTES`, `SERVING_MAX_INFLIGHT_BYTES`) are
 enforced by `serving.guard` before the body is read.
 """
@@ -23,6 +25,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from tabular_mlops.config import load_model_configs
 from tabular_mlops.features import FeatureBuildError
+from tabular_mlops.webhooks import SECRET_ENV, webhook_secret
 
 from serving.batching import Batcher
 from serving.guard import RequestGuard, request_id, warn_if_open
@@ -38,6 +41,7 @@ from serving.models import (
     signing_status,
 )
 from serving.schemas import PredictResponse, RecordChecker, request_model
+from serving.webhook import NoticeBoard, events_dir, mount
 
 log = logging.getLogger("serving")
 # The caller's data, not a server fault: values the schema allows but the features cannot be
@@ -53,6 +57,10 @@ def create_app(store: ModelStore | None = None, watch: bool = True) -> FastAPI:
         log.warning("MODEL SIGNATURES ARE NOT CHECKED: set MLOPS_MODEL_SIGNING_KEY (README, Security)")
     store = store or ModelStore(load_model_configs())
     store.on_load = lambda name, served: VERSION.labels(name).set(float(served.version))
+    secret = webhook_secret()  # a too-short secret stops the worker before anything loads
+    board = NoticeBoard(events_dir(), store.configs) if secret else None
+    if board is None:
+        log.info("%s is not set: no registry webhook endpoint, aliases are polled only", SECRET_ENV)
     batchers: dict[str, Batcher] = {}
 
     def scorer(name: str) -> Any:
@@ -72,8 +80,12 @@ def create_app(store: ModelStore | None = None, watch: bool = True) -> FastAPI:
         gc.freeze()
         if watch:
             store.watch(reload_seconds())
+        if board is not None:  # a webhook's notice: reload now, not at the next poll
+            board.watch(store.refresh)
         yield
         store.stop()
+        if board is not None:
+            board.stop()
         for batcher in batchers.values():
             batcher.close()
 
@@ -82,6 +94,8 @@ def create_app(store: ModelStore | None = None, watch: bool = True) -> FastAPI:
     # Outside FastAPI's body parsing: the key and the body size are checked before any work.
     app.add_middleware(RequestGuard)
     warn_if_open()
+    if board is not None and secret is not None:
+        mount(app, store.configs, secret, board)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

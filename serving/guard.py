@@ -29,7 +29,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 # Fits SERVING_MAX_RECORDS (1000) credit_risk applicants with their whole history: measured
 # 39 MB of JSON for 1,000 generated applicants (p99 applicant 121 kB), so 64 MiB leaves room.
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
-# Routes that need the key; health, readiness, metrics and the API docs stay open.
+# Routes that need the key; health, readiness, metrics and the API docs stay open, and MLflow's
+# webhook (/internal/registry-events) carries its own authentication, an HMAC signature (serving.webhook).
 PROTECTED_PREFIX = "/v1/"
 _BUSY = "too many request bodies in flight in this worker (SERVING_MAX_INFLIGHT_BYTES); retry"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")

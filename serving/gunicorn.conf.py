@@ -22,6 +22,10 @@ loglevel = os.environ.get("SERVING_LOG_LEVEL", "info")
 # Set before any worker imports the app (the variable is read when the metrics are created).
 _METRICS_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="serving-metrics-")
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = _METRICS_DIR
+# Registry-event notices and seen webhook delivery ids (serving/webhook.py): a webhook reaches one
+# worker, every worker's notice thread reads this folder.
+_EVENTS_DIR = os.environ.get("SERVING_EVENTS_DIR") or tempfile.mkdtemp(prefix="serving-events-")
+os.environ["SERVING_EVENTS_DIR"] = _EVENTS_DIR
 
 
 def on_starting(server: object) -> None:
@@ -38,6 +42,7 @@ def on_starting(server: object) -> None:
         sys.exit(1)
     shutil.rmtree(_METRICS_DIR, ignore_errors=True)
     os.makedirs(_METRICS_DIR, exist_ok=True)
+    os.makedirs(_EVENTS_DIR, mode=0o700, exist_ok=True)  # old notices are harmless: workers start past them
 
 
 def child_exit(server: object, worker: object) -> None:

@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -145,6 +145,7 @@ class ModelStore:
     registry: dict[str, Any] = field(default_factory=dict)
     _retired: dict[str, list[Served]] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
+    _refreshing: threading.Lock = field(default_factory=threading.Lock)
 
     def score(self, name: str, records: list[dict[str, Any]]) -> tuple[Served, np.ndarray]:
         """Score with the version served now. Runs on the model's scorer thread, the only user
@@ -156,10 +157,16 @@ class ModelStore:
             raise NotServable(f"{name}: no version loaded: {self.errors.get(name)}")
         return served, served.lean.score(records)
 
-    def refresh(self) -> None:
-        """Load any model whose production alias moved (or that is not loaded yet)."""
+    def refresh(self, names: Iterable[str] | None = None) -> None:
+        """Load any model (of `names`, default all) whose production alias moved or that is not loaded.
+
+        The poll thread and the registry-event thread both call this: one refresh at a time."""
+        with self._refreshing:
+            self._refresh(self.configs if names is None else {n: self.configs[n] for n in names})
+
+    def _refresh(self, configs: dict[str, ModelConfig]) -> None:
         unreachable = None
-        for name, config in self.configs.items():
+        for name, config in configs.items():
             current = self.served.get(name)
             registered = tracking.registered_name(config.model.registered_name)
             try:

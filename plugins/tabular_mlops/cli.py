@@ -339,6 +339,15 @@ def _registry_access(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _webhook(args: argparse.Namespace) -> int:
+    from tabular_mlops import webhooks
+
+    summary = webhooks.register(args.url)
+    _progress(f"webhook {summary['name']} {summary['action']}: {', '.join(summary['events'])} -> {args.url}")
+    _emit(summary)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Argument parser of the mlops command."""
     parser = argparse.ArgumentParser(prog="mlops", description=__doc__)
@@ -463,6 +472,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="as the MLflow admin: create the workers' and serving users and their grants (idempotent)",
     )
     ra.set_defaults(handler=_registry_access)
+
+    wh = sub.add_parser(
+        "webhook",
+        help="as the MLflow admin: register the alias webhook that makes serving reload (idempotent)",
+    )
+    wh.add_argument(
+        "--url",
+        required=True,
+        help="serving's internal endpoint, e.g. http://serving:8000/internal/registry-events",
+    )
+    wh.set_defaults(handler=_webhook)
     return parser
 
 

@@ -10,6 +10,7 @@ and stopped by `Stack.stop`.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -84,6 +85,11 @@ class Stack:
         }
     )
     signing_key: str = field(default_factory=lambda: secrets.token_hex(32))
+    # The registry webhook's HMAC secret, and the key MLflow encrypts it with (kept across restarts).
+    webhook_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    webhook_key: str = field(
+        default_factory=lambda: base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+    )
 
     @property
     def queue(self) -> str:
@@ -195,6 +201,11 @@ class Stack:
             "MLFLOW_FLASK_SERVER_SECRET_KEY": self.mlflow_secret,
             "MLFLOW_BASIC_AUTH_FAIL_CLOSED": "true",
             "MLFLOW_AUTH_CACHE_TTL_SECONDS": "30",  # as in compose
+            # Webhooks to serving on 127.0.0.1 over plain HTTP, as compose allows for its private network.
+            "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
+            "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+            "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": self.webhook_key,
+            "MLFLOW_WEBHOOK_CACHE_TTL": "10",
         }
         entrypoint = PROJECT_DIR / "docker" / "mlflow" / "entrypoint.sh"
         command = ["/bin/sh", str(entrypoint), "--app-name", "basic-auth"]
@@ -206,7 +217,8 @@ class Stack:
         return self.url("mlflow")
 
     def grant_registry_access(self, config_dir: Path) -> dict[str, Any]:
-        """`mlops registry-access` as the MLflow admin (compose's one-shot job); return its summary."""
+        """`mlops registry-access`, then `mlops webhook`, as the MLflow admin (compose's one-shot job);
+        return the access summary (the webhook's is kept as `self.webhook`)."""
         admin, workers, serving = (self.mlflow_users[role] for role in ("admin", "workers", "serving"))
         env = {
             **self.env(),
@@ -224,6 +236,18 @@ class Stack:
         )
         if result.returncode != 0:
             raise RuntimeError(f"mlops registry-access failed: {result.stderr[-3000:]}")
+        self.ports.setdefault("serving", free_port())  # the webhook names serving's port before it starts
+        url = f"{self.url('serving')}/internal/registry-events"
+        hook = subprocess.run(
+            [str(BIN / "mlops"), "webhook", "--url", url],
+            env={**env, "MLOPS_WEBHOOK_SECRET": self.webhook_secret},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if hook.returncode != 0:
+            raise RuntimeError(f"mlops webhook failed: {hook.stderr[-3000:]}")
+        self.webhook = dict(json.loads(hook.stdout.strip().splitlines()[-1]))
         return dict(json.loads(result.stdout.strip().splitlines()[-1]))
 
     def mlflow_credentials(self, role: str) -> dict[str, str]:
@@ -318,8 +342,8 @@ class Stack:
         return self.start(name, command, self.airflow_env())
 
     def start_serving(self, api_key: str) -> str:
-        """The scoring service under gunicorn, pointed at the MLflow server."""
-        self.ports["serving"] = free_port()
+        """The scoring service under gunicorn, pointed at the MLflow server, on the webhook's port."""
+        self.ports.setdefault("serving", free_port())
         env = {
             **self.env(),
             "MLFLOW_TRACKING_URI": self.url("mlflow"),
@@ -330,7 +354,10 @@ class Stack:
             "HOST": "127.0.0.1",
             "SERVING_WORKERS": "1",
             "SERVING_API_KEY": api_key,
-            "SERVING_RELOAD_SECONDS": "2",
+            # The shipped default: a promotion reaches serving by the webhook, polling is the fallback.
+            "SERVING_RELOAD_SECONDS": "30",
+            "MLOPS_WEBHOOK_SECRET": self.webhook_secret,
+            "SERVING_EVENTS_DIR": str(self.root / "serving-events"),
         }
         command = [str(BIN / "gunicorn"), "-c", "serving/gunicorn.conf.py", "serving.app:app"]
         process = self.start("serving", command, env)

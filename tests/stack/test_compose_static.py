@@ -45,6 +45,8 @@ SECRETS = {
     "MLFLOW_SERVING_PASSWORD",
     "MLOPS_MODEL_SIGNING_KEY",
     "SERVING_API_KEY",
+    "MLOPS_WEBHOOK_SECRET",
+    "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY",
 }
 DOCKERFILES = {"Dockerfile", "serving/Dockerfile", "docker/mlflow/Dockerfile"}
 # Not part of the repository's sources: generated data, environments, caches.
@@ -525,6 +527,8 @@ HOLDERS = {
     "AIRFLOW_DB_PASSWORD": ("airflow database password", {"postgres"} | AIRFLOW_SERVICES),
     "MLFLOW_WORKERS_PASSWORD": ("workers' MLflow password", {"airflow-worker", "mlflow-registry-access"}),
     "MLOPS_MODEL_SIGNING_KEY": ("model signing key", {"airflow-worker", "serving"}),
+    "MLOPS_WEBHOOK_SECRET": ("registry webhook secret", {"mlflow-registry-access", "serving"}),
+    "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": ("webhook secrets' encryption key", {"mlflow"}),
 }
 DB_ROLES = {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "airflow", "AIRFLOW__CELERY__RESULT_BACKEND": "airflow"}
 
@@ -664,12 +668,38 @@ def test_mlflow_clients_log_in_as_their_own_least_privilege_users(
         workers["MLFLOW_TRACKING_PASSWORD"],
         serving["MLFLOW_TRACKING_PASSWORD"],
     }
-    assert services["mlflow-registry-access"]["command"] == ["registry-access"]
+    assert "mlops registry-access\n" in services["mlflow-registry-access"]["command"][0]
     assert services["mlflow-registry-access"]["depends_on"]["mlflow"]["condition"] == "service_healthy"
     for name in ("airflow-worker", "serving"):
         needs = services[name]["depends_on"]["mlflow-registry-access"]
         assert needs["condition"] == "service_completed_successfully", name
     assert serving["MLOPS_MODEL_SIGNING_KEY"] == workers["MLOPS_MODEL_SIGNING_KEY"] != ""
+
+
+def test_the_bootstrap_registers_the_webhook_serving_verifies(compose: dict, example: dict[str, str]) -> None:
+    from tabular_mlops.webhooks import ENDPOINT_PATH, SECRET_ENV
+
+    services = compose["services"]
+    job, serving, mlflow = (services[n] for n in ("mlflow-registry-access", "serving", "mlflow"))
+    script = job["command"][0]
+    # After the users and grants, in the same fail-fast job that serving waits for.
+    assert job["entrypoint"] == ["/bin/bash", "-c"] and script.startswith("set -euo pipefail\n")
+    assert script.index("mlops registry-access") < script.index('mlops webhook --url "${MLOPS_WEBHOOK_URL}"')
+    url = urlsplit(job["environment"]["MLOPS_WEBHOOK_URL"])
+    # Serving's container port on the compose network: the published host port is not involved.
+    assert (url.hostname, url.port, url.path) == (
+        "serving",
+        int(serving["environment"]["PORT"]),
+        ENDPOINT_PATH,
+    )
+    assert job["environment"][SECRET_ENV] == serving["environment"][SECRET_ENV] == example[SECRET_ENV]
+    # The server delivers to http://serving (a private address), with secrets readable by every worker.
+    env = mlflow["environment"]
+    assert url.scheme in env["MLFLOW_WEBHOOK_ALLOWED_SCHEMES"].split(",")
+    assert env["MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS"] == "true"
+    assert env["MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY"] == example["MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY"]
+    assert 0 < int(env["MLFLOW_WEBHOOK_CACHE_TTL"]) <= 30
+    assert "--workers=2" in mlflow["command"]  # why the encryption key must be shared
 
 
 def test_airflow_init_creates_the_fab_admin_from_env(compose: dict) -> None:
@@ -885,6 +915,9 @@ def test_each_credential_rule_catches_its_breach(raw: dict, example: dict[str, s
             "environment",
             {k: v for k, v in raw["services"]["airflow-worker"]["environment"].items() if "SIGNING" not in k},
         ),
+        "airflow-scheduler holds the registry webhook secret": _mutated(
+            raw, "x-airflow-common", "environment", {"MLOPS_WEBHOOK_SECRET": "${MLOPS_WEBHOOK_SECRET:?x}"}
+        ),
     }
     for finding, document in cases.items():
         assert finding in _security_findings(_interpolated(document, example), example), finding
@@ -900,6 +933,11 @@ def test_each_argv_rule_catches_its_breach(raw: dict, example: dict[str, str]) -
         ),
         "minio-create-buckets puts a password on a command line": buckets.replace(
             "set -eu", 'set -eu && mc alias set stack http://minio:9000 "$$MINIO_ROOT_USER" "$$U"'
+        ),
+        "mlflow-registry-access passes MLOPS_WEBHOOK_SECRET as an argument": raw["services"][
+            "mlflow-registry-access"
+        ]["command"][0].replace(
+            '--url "$${MLOPS_WEBHOOK_URL}"', '--url x --secret "$${MLOPS_WEBHOOK_SECRET}"'
         ),
         "airflow-init passes AIRFLOW_ADMIN_PASSWORD as an argument": init
         + 'airflow users reset-password --username admin --password "$${AIRFLOW_ADMIN_PASSWORD}"\n',

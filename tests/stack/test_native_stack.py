@@ -287,3 +287,61 @@ def _wait_health(url: str, condition: Any, timeout: float = 120) -> dict:
             return health
         time.sleep(1)
     raise AssertionError(f"/health never reached the expected state: {health}")
+
+
+def test_a_promotion_reaches_serving_through_the_registry_webhook(
+    stack: dict, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Moving production (as the admin, through the bundle's registry code) reaches serving through
+    MLflow's signed webhook: prints the time from the alias move to the first answer carrying the new
+    version (polling is 30 s away). A forged call gets 401 and posts no notice."""
+    from tabular_mlops import registry
+
+    native = stack["stack"]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", native.url("mlflow"))
+    url = native.url("serving") if "serving" in native.processes else native.start_serving(API_KEY)
+    name, client = "churn-classifier", _mlflow(native)
+    production = str(client.get_model_version_by_alias(name, "production").version)
+    others = [v.version for v in client.search_model_versions(f"name = '{name}'") if v.version != production]
+    assert others, "the training tests registered only one churn version"
+    target = str(max(others, key=int))
+    auth = {"Authorization": f"Bearer {API_KEY}"}
+    body = _churn_record(stack["raw"]["churn"])
+    _wait_health(url, lambda h: h["versions"].get("churn") == production)
+    notice = native.root / "serving-events" / "churn.reload"
+
+    def notices() -> str:
+        return notice.read_text() if notice.exists() else ""
+
+    before = notices()
+
+    forged = {"X-MLflow-Delivery-Id": "forged-1", "X-MLflow-Timestamp": str(int(time.time()))}
+    forged["X-MLflow-Signature"] = "v1,bm90IHRoZSBzaWduYXR1cmU="
+    event = {
+        "entity": "model_version_alias",
+        "data": {"name": name, "alias": "production", "version": target},
+    }
+    refused = httpx.post(f"{url}/internal/registry-events", json=event, headers=forged, timeout=10)
+    assert refused.status_code == 401
+    assert notices() == before  # nothing posted: no worker reloads
+
+    with httpx.Client(headers=auth, timeout=30) as http:
+        moved = time.monotonic()  # before the call: the figure includes the audit tags written with it
+        registry.promote(name, target, "stack-test", reason="webhook reload time")
+        version = None
+        while time.monotonic() - moved < 60:
+            response = http.post(f"{url}/v1/models/churn/predict", json=body)
+            assert response.status_code == 200, response.text
+            version = response.json()["model_version"]
+            if version == target:
+                break
+            time.sleep(0.05)
+        elapsed = time.monotonic() - moved
+    try:
+        assert version == target, native.log("serving") + native.log("mlflow")
+        assert f"{name}@production" in notices()[len(before) :]  # the webhook's notice, not a poll
+        with capsys.disabled():
+            print(f"\n[webhook] alias move -> first response with churn v{target}: {elapsed:.2f} s")
+    finally:
+        registry.rollback(name, "stack-test", reason="end of the webhook reload test")
+        _wait_health(url, lambda h: h["versions"].get("churn") == production)
