@@ -105,7 +105,7 @@ def record_answer(
         return {"recorded": False, "reason": "no answer (the approval task did not finish)"}
     decision, record = found
     name = tracking.registered_name(config.model.registered_name)
-    reason = f"{decision} of version {candidate['version']} from run {candidate['run_id']}"
+    reason = f"{decision} of version {candidate['version']} (MLflow run {candidate.get('run_id')})"
     move = registry.record_decision(
         name, str(candidate["version"]), decision, registry.actor(origin), record, reason
     )
@@ -129,7 +129,7 @@ class PromotionApproval(ApprovalOperator):
         """Keep the answer (who, when, what, comment, timed out or not), then let Airflow act on it."""
         if "error" not in event:
             answer = {k: event.get(k) for k in ("chosen_options", "params_input", "responded_by_user")}
-            at = event.get("responded_at")
+            at: Any = event.get("responded_at")
             answer["responded_at"] = at.isoformat() if hasattr(at, "isoformat") else at
             answer["timedout"] = bool(event.get("timedout"))
             context["ti"].xcom_push(key=ANSWER_KEY, value=answer)
