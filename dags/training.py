@@ -35,8 +35,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow.sdk import Param, dag, get_parsing_context, task, teardown
-from tabular_mlops.approval import build_operator as build_approval_operator
+from airflow.sdk import Param, dag, get_parsing_context, task
+from tabular_mlops import approval
 from tabular_mlops.assets import model_asset, retrain_asset
 from tabular_mlops.config import ModelConfig, load_model_configs
 from tabular_mlops.dag_defaults import dag_arguments
@@ -105,18 +105,6 @@ def build_training_dag(config: ModelConfig) -> object:
             from tabular_mlops.approval import TASK_ID
 
             return ["promote"] if (params or {}).get("dry_run") else [TASK_ID, "promote"]
-
-        # A teardown: ApprovalOperator skips what follows it on Reject, but never a teardown.
-        @teardown(on_failure_fail_dagrun=True)
-        @task(**registry_retries)
-        def record_answer(candidate: dict, run_id: str | None = None, ti: Any = None) -> dict:
-            """Write the approver's answer (who, when, comment) to the audit trail, whatever it was."""
-            from tabular_mlops import approval
-
-            answer = ti.xcom_pull(task_ids=approval.TASK_ID, key=approval.ANSWER_KEY) if ti else None
-            return approval.record_answer(
-                config, candidate, answer, {"dag_id": dag_id, "run_id": run_id or ""}
-            )
 
         @task
         def data_ingest(params: dict | None = None, run_id: str | None = None) -> str:
@@ -217,11 +205,7 @@ def build_training_dag(config: ModelConfig) -> object:
         if not approval_required:
             promote(gated)
             return
-        approve = build_approval_operator(config, body_from="gate")
-        promoted = promote(gated)
-        approval_needed(gated) >> [approve, promoted]
-        approve >> promoted
-        [approve, promoted] >> record_answer(gated)
+        approval.wire(config, dag_id, approval_needed(gated), gated, promote(gated), **registry_retries)
 
     return training()
 

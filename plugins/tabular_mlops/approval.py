@@ -240,3 +240,28 @@ def answer_in_metadata_db(
                 return str(ti.run_id)
         time.sleep(0.5)
     raise TimeoutError(f"no approval task of {dag_id} waited for an answer within {timeout:.0f}s")
+
+
+def wire(
+    config: ModelConfig, dag_id: str, branch: Any, subject: Any, acted: Any, **record_kwargs: Any
+) -> None:
+    """Put the approval between `branch` and `acted`, and record its answer in a teardown.
+
+    `branch` picks the approval task (or skips it), `subject` is the XCom of the checked move (its
+    `approval_body` is the request's body, its `version` what is approved) and `acted` the task that
+    moves the alias. The teardown runs whatever the answer was: ApprovalOperator skips what
+    follows it on Reject, but never a teardown.
+    """
+    from airflow.sdk import task, teardown
+
+    @teardown(on_failure_fail_dagrun=True)
+    @task(task_id="record_answer", **record_kwargs)
+    def record_answer_task(checked: dict, run_id: str | None = None, ti: Any = None) -> dict:
+        """Write the approver's answer (who, when, comment) to the audit trail, whatever it was."""
+        answer = ti.xcom_pull(task_ids=TASK_ID, key=ANSWER_KEY) if ti else None
+        return record_answer(config, checked, answer, {"dag_id": dag_id, "run_id": run_id or ""})
+
+    approve = build_operator(config, body_from=subject.operator.task_id)
+    branch >> [approve, acted]
+    approve >> acted
+    [approve, acted] >> record_answer_task(subject)
