@@ -76,6 +76,10 @@ bench-scoring: $(STAMP)
 bench-monitoring: $(STAMP)
 	$(BIN)/python benchmarks/bench_monitoring.py $(if $(RAW),--raw $(RAW)) --json benchmarks/monitoring.json
 
+## Time batch scoring with and without a shadow challenger (ROWS=200000 here) and the comparison
+bench-challenger: $(STAMP)
+	$(BIN)/python benchmarks/bench_challenger.py --rows $(if $(filter 307511,$(ROWS)),200000,$(ROWS)) --json benchmarks/challenger.json
+
 ## Time credit_risk training on generated applicants (ROWS=20000 by default here)
 bench-train: $(STAMP)
 	$(BIN)/python benchmarks/bench_train.py --rows $(if $(filter 307511,$(ROWS)),20000,$(ROWS)) --json benchmarks/train.json
@@ -108,4 +112,4 @@ logs:
 clean:
 	rm -rf data reports .pytest_cache .ruff_cache .mypy_cache
 
-.PHONY: help install lock demo test audit test-stack lint serve bench bench-home-credit bench-scoring bench-monitoring bench-train bench-serving bench-uploads up down logs clean
+.PHONY: help install lock demo test audit test-stack lint serve bench bench-home-credit bench-scoring bench-monitoring bench-challenger bench-train bench-serving bench-uploads up down logs clean

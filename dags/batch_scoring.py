@@ -12,7 +12,11 @@ per day, logical dates at midnight, so each day is scored once.
    the lake or `scoring.allowed_locations`: the form's pattern refuses others and this task checks
    again with symlinks resolved) and the decision threshold (Param `threshold`). An output holding
    anything but a partition this bundle wrote is refused here, before any work.
-2. **pin_model**: resolves `production` once; every later task loads exactly that version.
+2. **pin_model**: resolves `production` once; every later task loads exactly that version. It
+   pins the `challenger` alias too when there is one (shadow mode): every chunk then also writes
+   `challenger_probability` and `challenger_version` beside the champion's columns. A challenger
+   that fails to pin, load or score is left out of the partition and never fails the run or
+   changes the champion's output; the manifest's `challenger` section and the log say why.
 3. **wait_for_partition**: waits, deferred (no worker slot), for the input's completion marker
    (`scoring.completion_marker`, `_SUCCESS`, which the producer writes last), up to
    `scoring.wait_hours`; then the run fails naming the path and the wait.
@@ -231,6 +235,14 @@ def build_scoring_dag(config: ModelConfig) -> object:
                 pinned["version"],
                 counts.get("duration_seconds"),
             )
+            if (shadow := summary.get("challenger")) is not None:
+                logging.getLogger("tabular_mlops.scoring").info(
+                    "challenger version %s: %s",
+                    shadow["version"],
+                    f"scored, mean probability {shadow['mean_probability']}"
+                    if shadow["scored"]
+                    else f"left out: {shadow['left_out']}",
+                )
             context["outlet_events"][asset].extra = {
                 "partition": where["output"],
                 "day": where["day"],

@@ -25,6 +25,11 @@ task retries with exponential back-off; only the data or the model (a Monitoring
 window at once, without retries.
 3. **request_retrain**: after an alert, updates the `retrain/<model>` Asset that schedules
    `<model>_training`; its candidate still has to pass the quality gate. Skipped otherwise.
+4. **propose_challenger**: when the window's shadow challenger beat the champion on at least
+   `promotion.shadow_min_labelled` labelled rows (the summary's `challenger` section: the gate's
+   paired bootstrap over this window and the 29 days before it), updates the `challenger/<model>`
+   Asset with extra `{"version", "evidence"}`, which `<model>_registry` consumes; once per
+   window (recorded on the window's tag). Skipped otherwise, saying why.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from __future__ import annotations
 from typing import Any
 
 from airflow.sdk import Param, dag, get_parsing_context, task
-from tabular_mlops.assets import predictions_asset, retrain_asset
+from tabular_mlops.assets import challenger_asset, predictions_asset, retrain_asset
 from tabular_mlops.config import ModelConfig, load_model_configs
 from tabular_mlops.dag_defaults import dag_arguments
 
@@ -143,8 +148,26 @@ def build_monitoring_dag(config: ModelConfig) -> object:
                 raise AirflowSkipException(f"no retrain requested: {alerted['why']}")
             return summary["headline"]
 
+        @task(outlets=[challenger_asset(config.name)])
+        def propose_challenger(summary: dict, run_id: str | None = None) -> str:
+            """Propose the shadow challenger for production when it won; the event carries the evidence."""
+            import logging
+
+            from airflow.sdk import get_current_context
+            from airflow.sdk.exceptions import AirflowSkipException
+            from tabular_mlops.config import get_model_config
+            from tabular_mlops.monitoring import challenger_proposal
+
+            extra, why = challenger_proposal(get_model_config(config.name), summary, run_id or "manual")
+            if extra is None:
+                raise AirflowSkipException(f"no challenger proposed: {why}")
+            logging.getLogger("tabular_mlops.monitoring").info("proposing the challenger: %s", why)
+            get_current_context()["outlet_events"][challenger_asset(config.name)].extra = extra
+            return why
+
         summary = measure()
         request_retrain(alert(summary), summary)
+        propose_challenger(summary)
 
     return monitoring()
 

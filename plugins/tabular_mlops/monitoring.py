@@ -15,6 +15,10 @@ the breach got worse). Delivery is at least once with one identity: the tag reco
 retry after a crash in between sends the same message again, which receivers that deduplicate
 by Message-ID show once, and a retry after "sent" sends nothing.
 
+When the window's manifest names a shadow challenger, the summary's `challenger` section compares
+it with the champion on the same labelled rows (shadow_compare.py, the gate's paired bootstrap);
+`challenger_proposal` turns a win into the `challenger/<model>` Asset event, once per window.
+
 A registry, object store or mail server that fails for a moment (`faults.is_transient`) raises
 its own error, never a MonitoringError, so Airflow retries the task with back-off; only the data
 or the model fail a window at once.
@@ -23,6 +27,7 @@ or the model fail a window at once.
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import re
 import tempfile
@@ -33,7 +38,7 @@ from typing import Any
 
 import pandas as pd
 
-from tabular_mlops import faults, settings, signing, storage, tracking
+from tabular_mlops import faults, settings, shadow_compare, signing, storage, tracking
 from tabular_mlops.config import ModelConfig, MonitoringSpec
 from tabular_mlops.drift import column_drift, numeric_psi, weighted_drift_share
 
@@ -42,6 +47,7 @@ SUMMARY = "summary.json"
 REPORT = "report.html"
 QUALITY_REPORT = "quality.html"
 SENDING, SENT = "sending", "sent"
+PROPOSED = "challenger_proposed"  # the window's tag field: the challenger event it emitted
 IMPORTANCE_FILE = "monitoring/column_importance.json"
 Progress = Callable[[str], None]
 # Tests set this to crash an alert at a named step ("mailed": after the send, before "sent" is
@@ -375,6 +381,9 @@ def measure(
             quality = quality_by_version(
                 predictions, labelled, config.features.entity_key, spec.min_labelled_rows
             )
+        challenger = shadow_compare.challenger_section(config, manifest, predictions, labelled, day, work)
+        if challenger is not None:
+            say(shadow_compare.describe(challenger))
         production_auc = tracking.configure().get_run(run_id).data.metrics.get("test_roc_auc")
         reasons = _breach_reasons(
             config, drifts, weighted, prediction_psi, quality.get(version, {}), production_auc
@@ -406,6 +415,7 @@ def measure(
             "weights": weights,
             "prediction_psi": round(prediction_psi, 4),
             "quality": quality,
+            "challenger": challenger,
             "production_test_auc": production_auc,
             "breach": bool(reasons),
             "reasons": reasons,
@@ -425,7 +435,7 @@ def _record_verdict(config: ModelConfig, summary: dict[str, Any]) -> None:
     day = summary["day"]
     previous = _window_states(config).get(day, {})
     # A re-measured window keeps its alert's progress: a "sending" alert is finished, not restarted.
-    kept: dict[str, Any] = {k: previous[k] for k in ("message_id", "alert_at") if k in previous}
+    kept: dict[str, Any] = {k: previous[k] for k in ("message_id", "alert_at", PROPOSED) if k in previous}
     if phase := _alert_state(previous):
         kept["alert_state"] = phase
     verdict = {
@@ -547,9 +557,49 @@ def _alert_body(config: ModelConfig, summary: dict[str, Any]) -> str:
         )
         + (f"<table><tr><th>feature</th><th>PSI</th><th>importance</th></tr>{rows}</table>" if rows else "")
         + (f"<p>Quality on labelled rows: {json.dumps(quality)}</p>" if quality else "")
+        + (
+            f"<p>Shadow: {html.escape(shadow_compare.describe(summary['challenger']))}.</p>"
+            if summary.get("challenger")
+            else ""
+        )
         + f"<p>Full report attached; also at {summary['report']}. A retrain has been requested; "
         "its candidate must still pass the quality gate.</p>"
     )
+
+
+def challenger_proposal(
+    config: ModelConfig, summary: dict[str, Any], run_id: str
+) -> tuple[dict[str, Any] | None, str]:
+    """(extra of the `challenger/<model>` event, why) when the window's challenger won; (None, why) else.
+
+    Once per window: the window's tag records the proposal (`challenger_proposed`) with the run
+    that made it, so a later run of the same window proposes nothing and a retry of the same run
+    (whose event was never emitted: the task failed) proposes again.
+    """
+    from tabular_mlops import registry
+
+    section = summary.get("challenger")
+    if not section:
+        return None, "no challenger in this window"
+    if section["verdict"] != shadow_compare.WINS:
+        return None, shadow_compare.describe(section)
+    name = tracking.registered_name(config.model.registered_name)
+    now = registry.alias_version(name, registry.CHALLENGER)
+    if now != section["version"]:
+        return None, f"the challenger alias names {now!r} now, not the winner {section['version']}"
+    state = _window_states(config).get(summary["day"], {})
+    earlier = state.get(PROPOSED)
+    if earlier and earlier.get("run_id") != run_id:
+        return None, f"version {earlier['version']} was proposed for {summary['day']} at {earlier['at']}"
+    evidence = {k: v for k, v in section.items() if k not in ("notes",)}
+    evidence.update(day=summary["day"], partition=summary["partition"])
+    state[PROPOSED] = {
+        "version": section["version"],
+        "run_id": run_id,
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    _record_window(config, summary["day"], state)
+    return {"version": section["version"], "evidence": evidence}, shadow_compare.describe(section)
 
 
 def send_alert(config: ModelConfig, summary: dict[str, Any]) -> tuple[bool, str]:

@@ -13,6 +13,12 @@ The stages are the tasks of `<model>_batch_scoring`; `mlops score` runs them in 
    or a partition this bundle wrote is replaced (storage.owned_entries); input and output must lie
    under the lake or `scoring.allowed_locations` (checked_location).
 
+When the model has a `challenger` version (shadow mode), `pin_model` pins it too and every chunk
+also scores it into `challenger_probability` (with `challenger_version`) beside the champion's
+columns. The challenger is loaded with the same signature check; a challenger that fails to pin,
+load or score is left out of the whole partition, never the champion's output: its part files are
+separate, and the manifest's `challenger` section and the task log say why.
+
 Intermediate files live in the run's staging folder under the output's parent (`_staging/`, a
 name partition readers skip), in the lake itself, so Celery workers on other hosts share them.
 """
@@ -21,17 +27,18 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import re
 import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from tabular_mlops import registry, settings, signing, storage, tracking
+from tabular_mlops import faults, registry, settings, signing, storage, tracking
 from tabular_mlops.config import ModelConfig, TableSpec
 from tabular_mlops.csv_load import (
     LoadOutcome,
@@ -49,9 +56,11 @@ INPUTS = "inputs.parquet"
 REJECTS = "rejects.csv"
 PREPARED = "prepared.json"
 # What a run's staging folder holds (storage.claim marks it the bundle's before the first write).
-STAGING_ENTRIES = [REJECTS, PREPARED, "input/", "scored/"]
+STAGING_ENTRIES = [REJECTS, PREPARED, "input/", "scored/", "challenger/"]
 REJECTS_HEADER = ["table", "source_file", "line", "reasons", "raw_row"]
+CHALLENGER_COLUMNS = ["challenger_version", "challenger_probability"]
 Progress = Callable[[str], None]
+log = logging.getLogger(__name__)
 
 
 class ScoringError(RuntimeError):
@@ -64,19 +73,35 @@ class PartitionMissing(ScoringError):
 
 @dataclass(frozen=True)
 class PinnedModel:
-    """The registry version a whole run scores with."""
+    """The registry version a whole run scores with, and the challenger it shadows, if any.
+
+    `challenger` is the version the `challenger` alias named when the run was pinned;
+    `challenger_left_out` says why it is not scored (None: it is).
+    """
 
     registered_name: str
     version: str
+    challenger: str | None = None
+    challenger_left_out: str | None = None
 
     @property
     def uri(self) -> str:
         """models:/ URI of exactly this version."""
         return f"models:/{self.registered_name}/{self.version}"
 
-    def to_dict(self) -> dict[str, str]:
+    @property
+    def scores_challenger(self) -> bool:
+        """True when the run scores a challenger beside the champion."""
+        return self.challenger is not None and self.challenger_left_out is None
+
+    def to_dict(self) -> dict[str, str | None]:
         """Plain form for XCom."""
-        return {"registered_name": self.registered_name, "version": self.version}
+        return {
+            "registered_name": self.registered_name,
+            "version": self.version,
+            "challenger": self.challenger,
+            "challenger_left_out": self.challenger_left_out,
+        }
 
 
 def lake_root(config: ModelConfig) -> str:
@@ -175,7 +200,30 @@ def pin_model(config: ModelConfig, version: str | None = None) -> PinnedModel:
         signing.check_signed(name, str(version))
     except signing.SignatureError as exc:
         raise ScoringError(f"refusing to score with {exc}") from None
-    return PinnedModel(name, str(version))
+    challenger, left_out = _pin_challenger(name, str(version))
+    if left_out:
+        log.warning("%s: challenger left out of this run: %s", name, left_out)
+    return PinnedModel(name, str(version), challenger, left_out)
+
+
+def _pin_challenger(name: str, champion: str) -> tuple[str | None, str | None]:
+    """(version the `challenger` alias names, why it is not scored); never raises.
+
+    The challenger only shadows: whatever goes wrong with it leaves it out, never fails the run.
+    """
+    try:
+        version = registry.alias_version(name, registry.CHALLENGER)
+    except Exception as exc:  # a registry fault too: the champion was pinned, the run goes on
+        return None, f"the {registry.CHALLENGER!r} alias could not be read: {faults.describe(exc)}"
+    if version is None:
+        return None, None
+    if version == champion:
+        return version, f"version {version} is this run's champion itself"
+    try:
+        signing.check_signed(name, version)
+    except Exception as exc:
+        return version, f"refusing to score it: {faults.describe(exc)}"
+    return version, None
 
 
 def scoring_spec(spec: TableSpec) -> TableSpec:
@@ -441,6 +489,86 @@ def load_pinned(pinned: PinnedModel) -> Any:
         raise ScoringError(f"refusing to score with {exc}") from None
 
 
+def load_challenger(config: ModelConfig, pinned: PinnedModel, champion: Any) -> tuple[Any, str | None]:
+    """(the pinned challenger as a verified pyfunc, None) or (None, why it is left out); never raises."""
+    if not pinned.scores_challenger:
+        return None, pinned.challenger_left_out
+    version = str(pinned.challenger)
+    try:
+        model = signing.load_verified(pinned.registered_name, version)
+        if config.features.model_input == "features":
+            # The chunk holds feature rows built with the champion's SQL; other SQL means other rows.
+            ours = getattr(champion.unwrap_python_model(), "sql", None)
+            if getattr(model.unwrap_python_model(), "sql", None) != ours:
+                return None, (
+                    f"version {version} was trained with other feature SQL than champion "
+                    f"{pinned.version}, whose SQL built this run's rows"
+                )
+    except Exception as exc:  # whatever it is, the champion's run goes on without it
+        return None, f"version {version} could not be loaded: {faults.describe(exc)}"
+    return model, None
+
+
+def _challenger_probability(challenger: Any, frame: Any) -> Any:
+    """The challenger's probabilities for one batch; ValueError when they are not one per row in 0..1."""
+    import numpy as np
+
+    from tabular_mlops.training import signature_frame
+
+    probability = challenger.predict(signature_frame(frame))["probability"].to_numpy(dtype="float64")
+    if probability.shape != (len(frame),):
+        raise ValueError(f"{probability.size} probabilities for {len(frame)} rows")
+    if not (np.isfinite(probability).all() and ((probability >= 0) & (probability <= 1)).all()):
+        raise ValueError("probabilities outside 0..1 or not finite")
+    return probability
+
+
+class _Shadow:
+    """The challenger's side of one chunk: its probabilities batch by batch, or why it stopped."""
+
+    def __init__(self, config: ModelConfig, pinned: PinnedModel, challenger: Any, left_out: str | None):
+        self.config, self.pinned, self.model, self.left_out = config, pinned, challenger, left_out
+        self.parts: list[Any] = []
+
+    def score(self, frame: Any) -> None:
+        """Score one batch; a failure leaves the challenger out of the rest of the chunk."""
+        if self.model is None:
+            return
+        try:  # signature_frame copies: each model gets its own copy of the same rows
+            self.parts.append(_challenger_probability(self.model, frame))
+        except Exception as exc:
+            self.model = None
+            self.left_out = f"version {self.pinned.challenger} failed to score: {faults.describe(exc)}"
+
+    def finish(self, staging: str, name: str, work: Path, index: int) -> dict[str, Any] | None:
+        """Stage the chunk's probabilities as `<staging>/challenger/<name>`; the chunk's challenger counts."""
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if self.model is not None:
+            try:
+                probability = np.concatenate(self.parts) if self.parts else np.empty(0)
+                if self.parts:
+                    out = work / f"challenger-{name}"
+                    pq.write_table(pa.table({"challenger_probability": probability}), out)
+                    target = storage.join(staging, "challenger", name)
+                    storage.upload(out, target, self.config.data.aws_conn_id)
+                total = float(probability.sum())
+                return {
+                    "version": self.pinned.challenger,
+                    "rows": int(probability.size),
+                    "probability_sum": total,
+                }
+            except Exception as exc:
+                self.left_out = f"staging its probabilities failed: {faults.describe(exc)}"
+        if self.pinned.challenger is None:
+            return None
+        if self.left_out != self.pinned.challenger_left_out:  # pin_model logged that one already
+            log.warning("chunk %s: challenger left out: %s", index, self.left_out)
+        return {"version": self.pinned.challenger, "left_out": self.left_out}
+
+
 def score_chunk(
     config: ModelConfig,
     pinned: PinnedModel,
@@ -450,8 +578,14 @@ def score_chunk(
     run_id: str,
     scored_at: str,
     model: Any = None,
+    challenger: Any = None,
 ) -> dict[str, Any]:
-    """Score one staged chunk into `<staging>/scored/part-N.parquet`; return its counts."""
+    """Score one staged chunk into `<staging>/scored/part-N.parquet`; return its counts.
+
+    With a pinned challenger (`challenger`: it loaded, else loaded here), its probabilities go to
+    `<staging>/challenger/part-N.parquet`; a failure there is reported under `challenger` in the
+    counts and leaves the champion's part as it would be without one.
+    """
     import pandas as pd
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -460,6 +594,11 @@ def score_chunk(
 
     conn = config.data.aws_conn_id
     model = model if model is not None else load_pinned(pinned)
+    shadow = _Shadow(
+        config,
+        pinned,
+        *((challenger, None) if challenger is not None else load_challenger(config, pinned, model)),
+    )
     key = config.features.entity_key
     work = Path(tempfile.mkdtemp(prefix="mlops-score-"))
     try:
@@ -471,6 +610,7 @@ def score_chunk(
         stamp = pd.Timestamp(scored_at)
         for batch in pq.ParquetFile(local).iter_batches(batch_size=config.scoring.batch_rows):
             frame = batch.to_pandas()
+            shadow.score(frame)
             probability = model.predict(signature_frame(frame))["probability"].to_numpy(dtype="float64")
             prediction = (probability >= threshold).astype("int8")
             scored = pd.DataFrame(
@@ -500,6 +640,7 @@ def score_chunk(
             "rows": rows,
             "positives": positives,
             "probability_sum": probability_sum,
+            "challenger": shadow.finish(staging, out.name, work, int(chunk["index"])),
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -547,6 +688,97 @@ def _concat_staged(
     return True
 
 
+def challenger_outcome(pinned: PinnedModel, parts: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The manifest's `challenger` section: its version, whether every row got its probability, why not.
+
+    None when the model has no challenger. All or nothing: one chunk left out leaves it out of the
+    whole partition, so a reader never meets a partition where only some rows were shadowed.
+    """
+    if pinned.challenger is None and pinned.challenger_left_out is None:
+        return None
+    reasons = [pinned.challenger_left_out] if pinned.challenger_left_out else []
+    for part in parts if not reasons else []:  # left out when pinned: every chunk says the same
+        shadow = part.get("challenger") or {"left_out": "not scored"}
+        if shadow.get("left_out"):
+            reasons.append(f"chunk {part['index']}: {shadow['left_out']}")
+        elif int(shadow["rows"]) != int(part["rows"]):
+            reasons.append(f"chunk {part['index']}: {shadow['rows']} challenger rows for {part['rows']}")
+    rows = sum(int(part["rows"]) for part in parts)
+    if not reasons and not rows:
+        reasons.append("no rows to score")
+    unique = list(dict.fromkeys(reasons))
+    outcome: dict[str, Any] = {"version": pinned.challenger, "scored": not unique}
+    if unique:
+        outcome["left_out"] = "; ".join(unique[:5]) + (
+            f" (and {len(unique) - 5} more)" if len(unique) > 5 else ""
+        )
+    else:
+        total = sum(float(part["challenger"]["probability_sum"]) for part in parts)
+        outcome.update(rows=rows, mean_probability=round(total / rows, 6))
+    return outcome
+
+
+def _concat_with_challenger(
+    staging: str, names: list[str], out: Path, work: Path, conn: str, version: str
+) -> None:
+    """The champion's scored parts with the challenger's columns appended, row for row, into one file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    writer: Any = None
+    for name in names:
+        scored = pq.read_table(
+            storage.download(storage.join(staging, "scored", name), work / f"s-{name}", conn)
+        )
+        shadow = pq.read_table(
+            storage.download(storage.join(staging, "challenger", name), work / f"c-{name}", conn)
+        )
+        if shadow.num_rows != scored.num_rows:
+            raise ValueError(f"{name}: {shadow.num_rows} challenger rows for {scored.num_rows}")
+        table = scored.append_column(
+            "challenger_version", pa.array([version] * scored.num_rows, pa.string())
+        ).append_column("challenger_probability", shadow.column("challenger_probability"))
+        if writer is None:
+            writer = pq.ParquetWriter(out, table.schema)
+        writer.write_table(table)
+    if writer is not None:
+        writer.close()
+
+
+def _write_predictions(
+    config: ModelConfig,
+    pinned: PinnedModel,
+    staging: str,
+    names: list[str],
+    folder: Path,
+    work: Path,
+    outcome: dict[str, Any] | None,
+) -> None:
+    """predictions.parquet from the scored parts, with the challenger's columns when it was scored."""
+    import pyarrow.parquet as pq
+
+    conn = config.data.aws_conn_id
+    if outcome is not None and outcome["scored"]:
+        try:
+            _concat_with_challenger(staging, names, folder / PREDICTIONS, work, conn, str(pinned.challenger))
+            return
+        except Exception as exc:  # the champion's partition is published all the same
+            (folder / PREDICTIONS).unlink(missing_ok=True)
+            reason = f"its parts could not be combined: {faults.describe(exc)}"
+            outcome.update(scored=False, left_out=reason)
+            for key in ("rows", "mean_probability"):
+                outcome.pop(key, None)
+    if outcome is not None and not outcome["scored"]:
+        log.warning(
+            "%s: challenger %s left out of the partition: %s",
+            pinned.registered_name,
+            outcome["version"],
+            outcome["left_out"],
+        )
+    if not _concat_staged(staging, "scored", names, folder / PREDICTIONS, work, conn, config):
+        pq.write_table(_empty_predictions(config).empty_table(), folder / PREDICTIONS)
+
+
 def publish(
     config: ModelConfig,
     pinned: PinnedModel,
@@ -564,7 +796,6 @@ def publish(
     `started_at` (when the run began) gives the run's duration in the manifest and the counts;
     `day` (YYYY-MM-DD) is the partition's day, which monitoring reads as the window's date.
     """
-    import pyarrow.parquet as pq
 
     from tabular_mlops.training import git_commit
 
@@ -584,8 +815,8 @@ def publish(
                 f"{output}: {rows:,} rows scored, {prepared['rows_to_score']:,} staged; not publishing"
             )
         names = [f"part-{int(part['index']):05d}.parquet" for part in parts]
-        if not _concat_staged(staging, "scored", names, folder / PREDICTIONS, work, conn, config):
-            pq.write_table(_empty_predictions(config).empty_table(), folder / PREDICTIONS)
+        challenger = challenger_outcome(pinned, parts)
+        _write_predictions(config, pinned, staging, names, folder, work, challenger)
         # The model's input rows travel with the predictions: monitoring measures drift on them.
         _concat_staged(staging, "input", names, folder / INPUTS, work, conn, config)
         entity = next(t for t in prepared["tables"] if t["table"] == prepared["entity_table"])
@@ -610,6 +841,7 @@ def publish(
             "day": day,
             "registered_name": pinned.registered_name,
             "model_version": pinned.version,
+            "challenger": challenger,
             "threshold": threshold,
             "run_id": run_id,
             "airflow": origin or {},
@@ -629,7 +861,7 @@ def publish(
         storage.delete_tree(staging, conn)
         return {
             "output": output,
-            **{k: manifest[k] for k in ("model", "model_version", "threshold", "run_id")},
+            **{k: manifest[k] for k in ("model", "model_version", "challenger", "threshold", "run_id")},
             "counts": counts,
         }
     finally:
@@ -664,11 +896,19 @@ def score_partition(
     try:
         # One load serves the feature SQL in prepare and every chunk.
         model = load_pinned(pinned)
+        challenger, left_out = load_challenger(config, pinned, model)
+        if left_out:
+            say(f"challenger left out: {left_out}")
+            pinned = replace(pinned, challenger_left_out=left_out)
+        elif challenger is not None:
+            say(f"shadowing with challenger version {pinned.challenger}")
         chunks = prepare(config, pinned, input_location, staging, say, model)
         scored_at = datetime.now(UTC).isoformat()
         results = []
         for chunk in chunks:
-            results.append(score_chunk(config, pinned, chunk, staging, cut, run, scored_at, model))
+            results.append(
+                score_chunk(config, pinned, chunk, staging, cut, run, scored_at, model, challenger)
+            )
             say(f"chunk {chunk['index'] + 1}/{len(chunks)}: {chunk['rows']:,} rows scored")
         day = day or started_at.date().isoformat()
         summary = publish(config, pinned, staging, output, results, cut, run, started_at=started_at, day=day)

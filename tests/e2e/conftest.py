@@ -119,6 +119,15 @@ def fresh_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield uri
 
 
+def own_registry(patch: pytest.MonkeyPatch, root: Path, configs: Path) -> None:
+    """Point MLflow (a SQLite registry), the bundle's data and reports at `root`, configs at `configs`."""
+    patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    patch.setenv("MLOPS_MLFLOW_DIR", str(root))
+    patch.setenv("MLOPS_DATA_DIR", str(root / "data"))
+    patch.setenv("MLOPS_REPORTS_DIR", str(root / "reports"))
+    patch.setenv("MLOPS_CONFIG_DIR", str(configs))
+
+
 @pytest.fixture(scope="module")
 def production_models(
     tmp_path_factory: pytest.TempPathFactory, telco_raw: Path, home_credit_raw: Path
@@ -137,11 +146,7 @@ def production_models(
     defaults["scoring"]["wait_hours"] = 0.002  # 7.2 s: a missing partition's wait ends within the test
     (configs / "defaults.yaml").write_text(yaml.safe_dump(defaults))
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-        patch.setenv("MLOPS_MLFLOW_DIR", str(root))
-        patch.setenv("MLOPS_DATA_DIR", str(root / "data"))
-        patch.setenv("MLOPS_REPORTS_DIR", str(root / "reports"))
-        patch.setenv("MLOPS_CONFIG_DIR", str(configs))
+        own_registry(patch, root, configs)
         versions = {}
         for model, raw in (("churn", telco_raw), ("credit_risk", home_credit_raw)):
             # Registered, not promoted by the chain: promoting by hand keeps the test off the gate's floors.
