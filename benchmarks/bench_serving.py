@@ -8,8 +8,11 @@ and measures p50/p95/p99 and requests/s for single-record requests at concurrenc
 and for 100-record batches at concurrency 8. churn requests are raw Telco records on both.
 credit_risk requests to the bundle hold the application with its full history (the service
 computes the 516 features with the feature SQL); MLflow's server gets the precomputed feature
-row, because that is what the logged credit_risk pyfunc takes. Prints one JSON document and
-writes it to --json.
+row, because that is what the logged credit_risk pyfunc takes. Shadow scoring: the bundle's cells
+are measured four times on the same service, with shadow off, on, on, off (a challenger per model,
+a second version of the same run, scoring every answered request; ABBA so a steady drift in the
+machine's load cancels out), and `bundle_shadow.champion` gives the champion's mean p50/p99 off
+and on with the p99 change. Prints one JSON document and writes it to --json.
 """
 
 from __future__ import annotations
@@ -150,6 +153,101 @@ def _measure(
     return figures
 
 
+def _register_challengers(versions: dict[str, str]) -> dict[str, str]:
+    """A second, signed version of each model from its champion's run, set as `challenger`.
+
+    Same model, same cost: what the shadow figures measure is the champion's latency while a
+    challenger scores every answered request beside it."""
+    from mlflow import MlflowClient
+    from tabular_mlops import registry, signing, tracking
+    from tabular_mlops.config import get_model_config
+
+    client = MlflowClient()
+    challengers = {}
+    for model, version in versions.items():
+        name = tracking.registered_name(get_model_config(model).model.registered_name)
+        champion = client.get_model_version(name, version)
+        made = client.create_model_version(name, source=champion.source, run_id=champion.run_id)
+        signing.sign(name, str(made.version))
+        registry.set_challenger(name, str(made.version), "benchmark", reason="shadow benchmark")
+        challengers[model] = str(made.version)
+    return challengers
+
+
+def _wait_for_challengers(base: str, challengers: dict[str, str], timeout: float = 180) -> None:
+    """Until 20 /health answers in a row (both workers, by all odds) show these challengers (None: none)."""
+    import time
+
+    import httpx
+
+    deadline, streak = time.monotonic() + timeout, 0
+    while streak < 20:
+        if time.monotonic() > deadline:
+            sys.exit(f"challengers {challengers} not loaded by every worker in {timeout:.0f} s")
+        shown = httpx.get(f"{base}/health", timeout=10).json()["challengers"]
+        loaded = all(shown[m].get("version") == v for m, v in challengers.items())
+        streak = streak + 1 if loaded else 0
+        time.sleep(0.25)
+
+
+def _shadow_counts(base: str) -> dict[str, dict[str, float]]:
+    """serving_shadow_records by model and outcome, summed over the workers."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    counts: dict[str, dict[str, float]] = {}
+    for family in text_string_to_metric_families(httpx.get(f"{base}/metrics", timeout=10).text):
+        for sample in family.samples:
+            if sample.name == "serving_shadow_records_total":
+                model, outcome = sample.labels["model"], sample.labels["outcome"]
+                counts.setdefault(model, {})[outcome] = sample.value
+    return counts
+
+
+def _shadow_effect(off: list[dict[str, Any]], on: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per model and cell: the champion's mean p50/p99 over the off and the on rounds, p99 change in %."""
+    effect: dict[str, Any] = {}
+    for model, cells in on[0].items():
+        for cell in cells:
+            row = {}
+            for figure in ("p50_ms", "p99_ms"):
+                row[figure] = [
+                    round(float(np.mean([r[model][cell][figure] for r in rounds])), 2) for rounds in (off, on)
+                ]
+            row["p99_change_pct"] = round(100 * (row["p99_ms"][1] / row["p99_ms"][0] - 1), 1)
+            effect.setdefault(model, {})[cell] = row
+    return effect
+
+
+def _shadow_rounds(
+    base: str, versions: dict[str, str], bodies: dict[str, Any], args: Any, work: Path
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The champion's latency with shadow off, on, on, off on one service (ABBA: a steady drift in
+    the machine's load cancels out); returns the first off round and the shadow figures."""
+    from tabular_mlops import registry, tracking
+    from tabular_mlops.config import get_model_config
+
+    routes = {m: f"/v1/models/{m}/predict" for m in versions}
+    off = [_measure(base, routes, bodies, "bundle", args, work)]
+    challengers = _register_challengers(versions)
+    _wait_for_challengers(base, challengers)
+    on = [_measure(base, routes, bodies, "bundle", args, work) for _ in range(2)]
+    counts = _shadow_counts(base)
+    for model in versions:
+        name = tracking.registered_name(get_model_config(model).model.registered_name)
+        registry.archive_challenger(name, "benchmark", reason="shadow benchmark: off again")
+    _wait_for_challengers(base, dict.fromkeys(versions))
+    off.append(_measure(base, routes, bodies, "bundle", args, work))
+    shadow = {
+        "challengers": challengers,
+        "order": "off, on, on, off",
+        "records": counts,
+        "champion": _shadow_effect(off, on),
+        "rounds": {"off": off, "on": on},
+    }
+    return off[0], shadow
+
+
 def _stop(process: subprocess.Popen) -> None:
     process.terminate()
     try:
@@ -196,12 +294,20 @@ def main() -> None:
         bundle = subprocess.Popen(  # noqa: S603 - the venv's gunicorn, fixed argv
             [str(BIN / "gunicorn"), "-c", "serving/gunicorn.conf.py", "serving.app:app"],
             cwd=PROJECT,
-            env={**env, "PORT": str(port), "HOST": "127.0.0.1", "SERVING_WORKERS": str(args.workers)},
+            env={
+                **env,
+                "PORT": str(port),
+                "HOST": "127.0.0.1",
+                "SERVING_WORKERS": str(args.workers),
+                "SERVING_RELOAD_SECONDS": "2",  # the challengers set mid-run are loaded within seconds
+                "MLOPS_LAKE": str(work / "lake"),  # where the shadow rows go
+            },
         )
         try:
             wait_until_ok(f"http://127.0.0.1:{port}/ready", bundle)
-            routes = {m: f"/v1/models/{m}/predict" for m in ("churn", "credit_risk")}
-            figures["bundle"] = _measure(f"http://127.0.0.1:{port}", routes, bodies, "bundle", args, work)
+            figures["bundle"], figures["bundle_shadow"] = _shadow_rounds(
+                f"http://127.0.0.1:{port}", versions, bodies, args, work
+            )
             figures["bundle"]["workers"] = args.workers
         finally:
             _stop(bundle)
@@ -225,9 +331,17 @@ def main() -> None:
                 _stop(reference)
         failed = [
             f"{side} {model} {cell}: {result['errors']} failed requests"
-            for side in ("bundle", "mlflow_models_serve")
-            for model, cells in figures[side].items()
-            if isinstance(cells, dict)
+            for side, figure in [
+                ("bundle", figures["bundle"]),
+                *(
+                    (f"shadow {k} {i}", r)
+                    for k, rs in figures["bundle_shadow"]["rounds"].items()
+                    for i, r in enumerate(rs)
+                ),
+                ("mlflow_models_serve", figures["mlflow_models_serve"]),
+            ]
+            for model, cells in figure.items()
+            if model in versions
             for cell, result in cells.items()
             if result["errors"]
         ]

@@ -41,6 +41,7 @@ from serving.models import (
     signing_status,
 )
 from serving.schemas import PredictResponse, RecordChecker, request_model
+from serving.shadow import Shadow
 from serving.webhook import NoticeBoard, events_dir, mount
 
 log = logging.getLogger("serving")
@@ -57,6 +58,7 @@ def create_app(store: ModelStore | None = None, watch: bool = True) -> FastAPI:
         log.warning("MODEL SIGNATURES ARE NOT CHECKED: set MLOPS_MODEL_SIGNING_KEY (README, Security)")
     store = store or ModelStore(load_model_configs())
     store.on_load = lambda name, served: VERSION.labels(name).set(float(served.version))
+    shadow = store.shadow = store.shadow or Shadow(store.configs)  # challengers, off the response path
     secret = webhook_secret()  # a too-short secret stops the worker before anything loads
     board = NoticeBoard(events_dir(), store.configs) if secret else None
     if board is None:
@@ -88,6 +90,7 @@ def create_app(store: ModelStore | None = None, watch: bool = True) -> FastAPI:
             board.stop()
         for batcher in batchers.values():
             batcher.close()
+        shadow.close()  # scores what is queued and writes the shadow rows still buffered
 
     app = FastAPI(title="tabular-mlops scoring", version="1", lifespan=lifespan)
     app.state.store = store
@@ -154,8 +157,11 @@ def create_app(store: ModelStore | None = None, watch: bool = True) -> FastAPI:
                     raise HTTPException(status_code=422, detail=_unscorable(rid)) from None
                 for warning in warnings:
                     RECORD_WARNINGS.labels(name, warning["kind"]).inc()
+                content = _prediction_json(served, rid, probabilities, warnings)
+                # Answered: the challenger, if any, gets these records on its own thread (a queue put).
+                shadow.submit(name, rid, dumped, served, probabilities)
                 return Response(
-                    content=_prediction_json(served, rid, probabilities, warnings),
+                    content=content,
                     media_type="application/json",
                     headers={"X-Request-ID": rid},
                 )
@@ -189,7 +195,13 @@ def create_app(store: ModelStore | None = None, watch: bool = True) -> FastAPI:
         served = store.served.get(name)
         schema = request_model(store.configs[name]).model_json_schema()
         if served is None:
-            return {"model": name, "loaded": False, "error": store.errors.get(name), "request_schema": schema}
+            return {
+                "model": name,
+                "loaded": False,
+                "error": store.errors.get(name),
+                "challenger": shadow.status(name),
+                "request_schema": schema,
+            }
         return {
             "model": name,
             "loaded": True,
@@ -200,6 +212,7 @@ def create_app(store: ModelStore | None = None, watch: bool = True) -> FastAPI:
             "threshold": served.threshold,
             "metrics": served.metrics,
             "loaded_at": served.loaded_at,
+            "challenger": shadow.status(name),
             "request_schema": schema,
         }
 
@@ -224,6 +237,7 @@ def create_app(store: ModelStore | None = None, watch: bool = True) -> FastAPI:
             "errors": dict(store.errors),
             "registry": store.registry,
             "signing": signing_state,
+            "challengers": {n: shadow.status(n) for n in store.configs},
         }
 
     @app.get("/ready")

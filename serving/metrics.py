@@ -48,6 +48,23 @@ RECORD_WARNINGS = Counter(
 VERSION = Gauge(
     "serving_model_version", "Registry version served", ["model"], registry=_OWN, multiprocess_mode="liveall"
 )
+# Shadow scoring (shadow.py), per record: scored by the challenger, dropped (queue full, or the
+# challenger went away while they waited), failed (the challenger raised), unwritten (the lake
+# refused them for longer than the buffer holds).
+SHADOW_RECORDS = Counter(
+    "serving_shadow_records",
+    "Records of answered requests shadow-scored by the challenger, by outcome "
+    "(scored, dropped, failed, unwritten)",
+    ["model", "outcome"],
+    registry=_OWN,
+)
+CHALLENGER_VERSION = Gauge(
+    "serving_challenger_version",
+    "Registry version shadow-scoring beside the champion (0: none)",
+    ["model"],
+    registry=_OWN,
+    multiprocess_mode="liveall",
+)
 
 
 def exposition() -> tuple[bytes, str]:

@@ -146,6 +146,7 @@ class ModelStore:
     _retired: dict[str, list[Served]] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _refreshing: threading.Lock = field(default_factory=threading.Lock)
+    shadow: Any = None  # shadow.Shadow: the challengers scored off the response path (app.py sets it)
 
     def score(self, name: str, records: list[dict[str, Any]]) -> tuple[Served, np.ndarray]:
         """Score with the version served now. Runs on the model's scorer thread, the only user
@@ -198,11 +199,22 @@ class ModelStore:
                 else:
                     self.errors[name] = f"reload failed: {exc}"
                     log.exception("%s: reload failed", name)
+        for name, config in configs.items():
+            self._refresh_challenger(name, config)
         self.registry = {
             "reachable": unreachable is None,
             "checked_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "error": unreachable,
         }
+
+    def _refresh_challenger(self, name: str, config: ModelConfig) -> None:
+        """Let the shadow scorer follow the model's challenger alias (its failures stay there)."""
+        if self.shadow is None:
+            return
+        try:
+            self.shadow.refresh(name, config)
+        except Exception:  # a challenger bug must not stop the champions' reloads
+            log.exception("%s: challenger refresh failed", name)
 
     def _unreachable(self, name: str, exc: BaseException) -> str:
         """Record that the registry did not answer for `name`; the loaded version keeps serving."""
