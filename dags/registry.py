@@ -7,7 +7,8 @@ What `mlops promote`, `mlops rollback`, `mlops promote --from challenger` and
 - **promote_version**: `production` to Param `version`; `previous` keeps the replaced one.
 - **rollback**: `production` back to `previous`.
 - **promote_challenger**: `production` to the shadow `challenger`, which is then cleared.
-- **archive_challenger**: remove the `challenger` alias; the version stays in the registry.
+- **archive_challenger**: stop shadowing (the `challenger` alias is parked on production); the
+  version stays in the registry.
 
 Also scheduled by the `challenger/<model>` Asset: when monitoring finds that the shadow challenger
 beat production over `promotion.shadow_min_labelled` labelled rows, a run proposes it

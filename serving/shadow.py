@@ -382,7 +382,7 @@ class Shadow:
             return
         registered = tracking.registered_name(config.model.registered_name)
         try:
-            wanted = registry.alias_version(registered, registry.CHALLENGER)
+            wanted = registry.challenger_version(registered)
         except Exception as exc:  # the registry is down: keep what is loaded
             model.reason = f"registry unreachable: {faults.describe(exc)[:300]}"
             return

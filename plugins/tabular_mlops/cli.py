@@ -437,7 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--reason", default=None)
     pr.set_defaults(handler=_promote)
 
-    ar = sub.add_parser("archive-challenger", help="stop shadowing: remove the challenger alias")
+    ar = sub.add_parser("archive-challenger", help="stop shadowing: park the challenger alias on production")
     ar.add_argument("--model", required=True)
     ar.add_argument("--reason", default=None)
     ar.set_defaults(handler=_archive_challenger)

@@ -584,7 +584,7 @@ def challenger_proposal(
     if section["verdict"] != shadow_compare.WINS:
         return None, shadow_compare.describe(section)
     name = tracking.registered_name(config.model.registered_name)
-    now = registry.alias_version(name, registry.CHALLENGER)
+    now = registry.challenger_version(name)
     if now != section["version"]:
         return None, f"the challenger alias names {now!r} now, not the winner {section['version']}"
     state = _window_states(config).get(summary["day"], {})

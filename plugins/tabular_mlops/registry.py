@@ -87,6 +87,25 @@ def alias_version(name: str, alias: str) -> str | None:
         raise
 
 
+def challenger_version(name: str) -> str | None:
+    """The version challenging in shadow, or None: the alias unset, or parked on production.
+
+    Clearing the challenger parks the alias on the production version instead of deleting it:
+    MLflow's auth lets only MANAGE delete an alias, and the workers hold EDIT (no deletes).
+    """
+    version = alias_version(name, CHALLENGER)
+    if version is None or version == alias_version(name, PRODUCTION):
+        return None
+    return version
+
+
+def _keep_parked(client: Any, name: str, production: str | None, target: str) -> None:
+    """A challenger parked on `production` follows production to `target` before it moves
+    (left behind, it would challenge again); a crash in between leaves `target` challenging."""
+    if production is not None and alias_version(name, CHALLENGER) == production:
+        client.set_registered_model_alias(name, CHALLENGER, target)
+
+
 def registered_by(name: str, experiment: str, origin: dict[str, str]) -> tuple[str, str] | None:
     """(MLflow run id, version) that an earlier try of this Airflow run already registered.
 
@@ -164,6 +183,7 @@ def promote(
         )
         move = _completed_promotion(client, name, str(version), attempted)
     else:
+        _keep_parked(client, name, current, str(version))
         if current is not None:
             client.set_registered_model_alias(name, PREVIOUS, current)
         client.set_registered_model_alias(name, PRODUCTION, str(version))
@@ -175,9 +195,7 @@ def promote(
         _fault_point("recorded")
     if "promoted_at" not in found.tags:
         client.set_model_version_tag(name, str(version), "promoted_at", move.at)
-    if alias_version(name, CHALLENGER) == str(version):  # it no longer challenges: it is production
-        client.delete_registered_model_alias(name, CHALLENGER)
-    return move
+    return move  # a challenger at `version` is now parked on production: it no longer challenges
 
 
 def _completed_promotion(client: Any, name: str, version: str, attempted: AliasMove) -> AliasMove:
@@ -210,6 +228,7 @@ def rollback(name: str, who: str, reason: str = "") -> AliasMove:
     if before is None or current is None:
         raise RegistryError(f"{name}: nothing to roll back to (production={current}, previous={before})")
     _check_made_here(name, before, "roll back")  # anyone with EDIT can point `previous` anywhere
+    _keep_parked(client, name, current, before)
     client.set_registered_model_alias(name, PRODUCTION, before)
     client.set_registered_model_alias(name, PREVIOUS, current)
     move = AliasMove(name, "rollback", current, before, who, _now(), reason or "rollback")
@@ -239,7 +258,7 @@ def set_challenger(
     _check_made_here(name, str(version), "shadow")
     if alias_version(name, PRODUCTION) == str(version):
         raise RegistryError(f"{name} version {version} is production already; it cannot challenge itself")
-    current = alias_version(name, CHALLENGER)
+    current = challenger_version(name)
     if current == str(version):
         entries = [m for m in history(name) if m.get("alias") == CHALLENGER]
         if entries and entries[-1]["action"] == "challenge" and entries[-1]["to_version"] == str(version):
@@ -262,7 +281,7 @@ def promote_challenger(
     another one). A retry after the move finds the challenger gone and production at `expected`,
     and returns that promotion flagged `already`.
     """
-    version = alias_version(name, CHALLENGER)
+    version = challenger_version(name)
     if version is None:
         if expected is not None and alias_version(name, PRODUCTION) == str(expected):
             return promote(name, str(expected), who, reason, approval=approval)  # the retry of a done move
@@ -275,12 +294,17 @@ def promote_challenger(
 
 
 def archive_challenger(name: str, who: str, reason: str = "") -> AliasMove:
-    """Stop shadowing: remove the `challenger` alias (the version itself stays in the registry)."""
+    """Stop shadowing: park the `challenger` alias on production (deleted when there is none);
+    the version itself stays in the registry."""
     client = tracking.configure()
-    version = alias_version(name, CHALLENGER)
+    version = challenger_version(name)
     if version is None:
         raise RegistryError(f"{name}: no version has alias {CHALLENGER!r}; nothing to archive")
-    client.delete_registered_model_alias(name, CHALLENGER)
+    production = alias_version(name, PRODUCTION)
+    if production is not None:
+        client.set_registered_model_alias(name, CHALLENGER, production)
+    else:  # nothing to park on: deleting needs MANAGE (an admin), the workers get a 403
+        client.delete_registered_model_alias(name, CHALLENGER)
     client.set_model_version_tag(name, version, "archived_at", _now())
     move = AliasMove(name, "archive", version, None, who, _now(), reason or "archived", alias=CHALLENGER)
     _record(client, move)

@@ -74,7 +74,7 @@ def _target(name: str, action: str, version: Any) -> str | None:
                 f"{name}: no version has alias {registry.PREVIOUS!r}; nothing to roll back to"
             )
     else:
-        target = registry.alias_version(name, registry.CHALLENGER)
+        target = registry.challenger_version(name)
         if target is None:
             raise ActionRefused(f"{name}: no version has alias {registry.CHALLENGER!r}")
         if version not in (None, "") and _checked_version(version) != target:

@@ -212,7 +212,7 @@ def _pin_challenger(name: str, champion: str) -> tuple[str | None, str | None]:
     The challenger only shadows: whatever goes wrong with it leaves it out, never fails the run.
     """
     try:
-        version = registry.alias_version(name, registry.CHALLENGER)
+        version = registry.challenger_version(name)
     except Exception as exc:  # a registry fault too: the champion was pinned, the run goes on
         return None, f"the {registry.CHALLENGER!r} alias could not be read: {faults.describe(exc)}"
     if version is None:

@@ -21,13 +21,14 @@ def bag(airflow_db: str, fresh_registry: str, tmp_path_factory: pytest.TempPathF
     """The DAGs, over a registry holding three signed versions of each model."""
     import mlflow
     from airflow.dag_processing.dagbag import DagBag
-    from mlflow import MlflowClient
-    from tabular_mlops import signing
+    from tabular_mlops import signing, tracking
 
     model = tmp_path_factory.mktemp("model")
     (model / "MLmodel").write_text("flavors: {}\n")
-    client = MlflowClient()
-    mlflow.set_tracking_uri(fresh_registry)
+    # The bundle's own configure: an earlier module's mlflow.set_tracking_uri must not pick the store.
+    client = tracking.configure()
+    assert mlflow.get_tracking_uri() == fresh_registry
+    mlflow.set_experiment("registry-dag-test")  # not the experiment an earlier module made active
     for name in (CHURN, CREDIT):
         client.create_registered_model(name)
         for _ in range(3):
@@ -44,8 +45,9 @@ def bag(airflow_db: str, fresh_registry: str, tmp_path_factory: pytest.TempPathF
 def _aliases(name: str) -> dict[str, str | None]:
     from tabular_mlops import registry
 
-    aliases = (registry.PRODUCTION, registry.PREVIOUS, registry.CHALLENGER)
-    return {alias: registry.alias_version(name, alias) for alias in aliases}
+    moved = (registry.PRODUCTION, registry.PREVIOUS)
+    aliases = {alias: registry.alias_version(name, alias) for alias in moved}
+    return {**aliases, registry.CHALLENGER: registry.challenger_version(name)}  # None when parked
 
 
 def _run(bag: Any, model: str, **conf: Any) -> dict[str, str]:

@@ -65,7 +65,7 @@ def challenger_set(champion_and_challenger: dict) -> Iterator[dict]:
     try:
         yield info
     finally:
-        if registry.alias_version(info["name"], registry.CHALLENGER) is not None:
+        if registry.challenger_version(info["name"]) is not None:
             registry.archive_challenger(info["name"], "test", reason="end of test")
 
 
@@ -95,8 +95,9 @@ def _counter(text: str, sample: str, **labels: str) -> float:
     )
 
 
-def _every_worker_dropped_it(url: str, workers: int = 2, timeout: float = 60) -> None:
-    """Until serving_challenger_version (one sample per live worker pid) reads 0 in every worker."""
+def _every_worker_shadows(url: str, version: float, workers: int = 2, timeout: float = 60) -> None:
+    """Until serving_challenger_version (one sample per live worker pid) reads `version` (0: none)
+    in every worker: /health answers from one worker at a time."""
     from prometheus_client.parser import text_string_to_metric_families
 
     deadline = time.monotonic() + timeout
@@ -109,10 +110,24 @@ def _every_worker_dropped_it(url: str, workers: int = 2, timeout: float = 60) ->
             for s in family.samples
             if s.name == "serving_challenger_version" and s.labels.get("model") == MODEL
         ]
-        if len(values) == workers and not any(values):
+        if len(values) == workers and all(v == version for v in values):
             return
         time.sleep(0.2)
     raise AssertionError(f"serving_challenger_version per worker: {values}")
+
+
+def _until_shadow_scored(url: str, records: int, timeout: float = 120) -> None:
+    """Until the workers' shadow threads have scored `records` (the CPU budget rests between batches,
+    and records still queued when the alias goes are dropped, not scored)."""
+    deadline = time.monotonic() + timeout
+    counted = 0.0
+    while time.monotonic() < deadline:
+        text = httpx.get(f"{url}/metrics", timeout=5).text
+        counted = _counter(text, "serving_shadow_records_total", outcome="scored")
+        if counted >= records:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{counted} of {records} records shadow-scored in {timeout} s")
 
 
 def _challenger_state(url: str, loaded: bool, timeout: float = 60) -> dict:
@@ -162,6 +177,7 @@ def test_gunicorn_shadows_the_challenger_into_the_lake_and_stops_when_the_alias_
         _wait_ready(url, process)
         state = _challenger_state(url, loaded=True)
         assert state["version"] == info["challenger"], state
+        _every_worker_shadows(url, float(info["challenger"]))  # else a request may miss the shadow
         described = httpx.get(f"{url}/v1/models/{MODEL}").json()
         assert (
             described["version"] == info["champion"]
@@ -169,9 +185,10 @@ def test_gunicorn_shadows_the_challenger_into_the_lake_and_stops_when_the_alias_
         )
         shadowed = _post_all(url, records[:30], "shadow", {})
         assert {a["model_version"] for a in shadowed.values()} == {info["champion"]}
+        _until_shadow_scored(url, 30)
         registry.archive_challenger(info["name"], "test", reason="stop shadowing")
         assert "no version has alias 'challenger'" in _challenger_state(url, loaded=False)["reason"]
-        _every_worker_dropped_it(url)
+        _every_worker_shadows(url, 0)
         unshadowed = _post_all(url, records[30:], "plain", {})
         assert {a["model_version"] for a in unshadowed.values()} == {info["champion"]}
         metrics = httpx.get(f"{url}/metrics").text

@@ -176,6 +176,11 @@ class Stack:
         """Credentials the moto server accepts."""
         return {"aws_access_key_id": "stack", "aws_secret_access_key": "stack", "region_name": "us-east-1"}
 
+    def aws_connection(self) -> str:
+        """AIRFLOW_CONN_AWS_DEFAULT on the moto server (the workers' and serving's lake access)."""
+        aws = {"endpoint_url": self.url("s3"), "region_name": "us-east-1"}
+        return json.dumps({"conn_type": "aws", "login": "stack", "password": "stack", "extra": aws})
+
     def start_mlflow(self) -> str:
         """An MLflow tracking server with basic auth: Postgres stores, artifacts proxied to S3.
 
@@ -267,7 +272,6 @@ class Stack:
         home.mkdir(parents=True, exist_ok=True)
         sql = self.airflow_db
         smtp = {"disable_tls": True, "disable_ssl": True, "from_email": "mlops@example.com", "timeout": 10}
-        aws = {"endpoint_url": self.url("s3"), "region_name": "us-east-1"}
         return {
             **self.env(),
             "AIRFLOW_HOME": str(home),
@@ -289,9 +293,7 @@ class Stack:
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self.ports["worker_logs"]),
-            "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(
-                {"conn_type": "aws", "login": "stack", "password": "stack", "extra": aws}
-            ),
+            "AIRFLOW_CONN_AWS_DEFAULT": self.aws_connection(),
             "AIRFLOW_CONN_SMTP_DEFAULT": json.dumps(
                 {"conn_type": "smtp", "host": "127.0.0.1", "port": self.ports["smtp"], "extra": smtp}
             ),
@@ -358,6 +360,11 @@ class Stack:
             "SERVING_RELOAD_SECONDS": "30",
             "MLOPS_WEBHOOK_SECRET": self.webhook_secret,
             "SERVING_EVENTS_DIR": str(self.root / "serving-events"),
+            # Shadow rows go to the stack's lake through the same S3 connection the workers use.
+            "MLOPS_LAKE": "s3://lake",
+            "AIRFLOW_CONN_AWS_DEFAULT": self.aws_connection(),
+            "AIRFLOW_HOME": str(self.root / "serving-airflow"),  # the S3 hook's Airflow, not ~/airflow
+            "SERVING_SHADOW_FLUSH_SECONDS": "2",
         }
         command = [str(BIN / "gunicorn"), "-c", "serving/gunicorn.conf.py", "serving.app:app"]
         process = self.start("serving", command, env)

@@ -13,8 +13,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import time
 from collections.abc import Iterator
+from email import message_from_bytes
+from email.message import Message
+from email.policy import default
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +28,11 @@ import pytest
 import yaml
 
 from tests.helpers import Inbox, free_port
-from tests.stack.native import PROJECT_DIR, AirflowClient, Stack, unreachable_services
+from tests.stack.native import BIN, PROJECT_DIR, AirflowClient, Stack, unreachable_services
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 TELCO_FILE = "WA_Fn-UseC_-Telco-Customer-Churn.csv"
+CHURN = "churn-classifier"
 DAY = "2026-11-20"
 API_KEY = "stack-key"
 
@@ -110,12 +115,56 @@ def _fail_with_logs(native: Stack, api: AirflowClient, dag_id: str, run: dict) -
     return f"{dag_id} {run['state']}: {states}\n--- worker ---\n{native.log('worker')}"
 
 
+def _answer_approval(native: Stack, api: AirflowClient, run_id: str, verb: str, comment: str) -> str:
+    """Wait for credit_risk_training's approval task, then answer it with `mlops <verb>` as admin."""
+    deadline = time.monotonic() + 900
+    while api.task_states("credit_risk_training", run_id).get("approve", ("", 0))[0] != "awaiting_input":
+        states = api.task_states("credit_risk_training", run_id)
+        assert time.monotonic() < deadline and "failed" not in {s for s, _ in states.values()}, states
+        time.sleep(3)
+    env = {
+        **os.environ,
+        "AIRFLOW_API_URL": native.url("airflow"),
+        "AIRFLOW_USERNAME": "admin",
+        "AIRFLOW_PASSWORD": native.password,
+    }
+    command = [str(BIN / "mlops"), verb, "--model", "credit_risk", "--run", run_id, "--comment", comment]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def _mails(inbox: Inbox, subject_start: str) -> list[Message]:
+    """The messages the stack's SMTP server received whose subject starts with `subject_start`."""
+    parsed = [message_from_bytes(envelope.content, policy=default) for envelope in inbox.messages]
+    return [m for m in parsed if str(m["Subject"]).startswith(subject_start)]
+
+
+def _body(message: Message) -> str:
+    """The text of a message's HTML (else plain) part."""
+    part = message.get_body(preferencelist=("html", "plain"))  # type: ignore[attr-defined]
+    return str(part.get_content()) if part is not None else ""
+
+
+def _decisions(native: Stack, name: str, run_id: str) -> list[dict[str, Any]]:
+    """The audit trail's approval answers recorded by one Airflow run, read from the stack's registry."""
+    from tabular_mlops import registry
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", native.url("mlflow"))
+        trail = registry.history(name)
+    answers = ("approve", "reject", "timeout")  # the promote after an approval carries it too
+    return [e for e in trail if e["action"] in answers and run_id in e.get("actor", "")]
+
+
 def test_training_dags_triggered_over_rest_register_and_promote_both_models(stack: dict) -> None:
     native, api = stack["stack"], stack["api"]
     runs = {
         model: api.trigger(f"{model}_training", {"data": str(stack["raw"][model])})
         for model in ("churn", "credit_risk")
     }
+    # credit_risk needs a person's approval (promotion.approval: required); admin gives it from a terminal.
+    _answer_approval(native, api, runs["credit_risk"], "approve", "reviewed the card")
     for model, run_id in runs.items():
         run = api.wait_run(f"{model}_training", run_id)
         assert run["state"] == "success", _fail_with_logs(native, api, f"{model}_training", run)
@@ -127,6 +176,29 @@ def test_training_dags_triggered_over_rest_register_and_promote_both_models(stac
     # The artifacts went through the tracking server into the bucket, not onto a local disk.
     stored = _s3(native).list_objects_v2(Bucket="mlflow").get("KeyCount", 0)
     assert stored > 10
+    [answer] = _decisions(native, "credit-risk-classifier", runs["credit_risk"])
+    assert answer["action"] == "approve" and answer["approval"]["by"] == "admin"
+    # The notifier mailed the approvers (credit_risk's alert recipients) a link to the waiting task.
+    [request] = _mails(stack["inbox"], "Approve credit_risk version")
+    assert "credit-risk-oncall@example.com" in request["To"]
+    assert f"{native.url('airflow')}/dags/credit_risk_training/runs/" in _body(request), _body(request)
+    assert answer["approval"]["comment"] == "reviewed the card" and answer["approval"]["responded_at"]
+
+
+def test_a_rejected_credit_risk_candidate_moves_nothing_and_the_answer_is_kept(stack: dict) -> None:
+    native, api = stack["stack"], stack["api"]
+    client = _mlflow(native)
+    before = client.get_model_version_by_alias("credit-risk-classifier", "production").version
+    run_id = api.trigger("credit_risk_training", {"data": str(stack["raw"]["credit_risk"])})
+    _answer_approval(native, api, run_id, "reject", "not this quarter")
+    run = api.wait_run("credit_risk_training", run_id)
+    states = api.task_states("credit_risk_training", run_id)
+    assert states["promote"][0] == "skipped" and states["record_answer"][0] == "success", states
+    assert client.get_model_version_by_alias("credit-risk-classifier", "production").version == before
+    [answer] = _decisions(native, "credit-risk-classifier", run_id)
+    assert answer["action"] == "reject" and answer["approval"]["by"] == "admin", answer
+    assert answer["approval"]["comment"] == "not this quarter"
+    assert run["state"] == "success", _fail_with_logs(native, api, "credit_risk_training", run)
 
 
 def test_the_registry_admits_each_user_to_its_grants_only(stack: dict) -> None:
@@ -173,6 +245,42 @@ def _drifted_partition(raw: Path) -> bytes:
     return frame.drop(columns=["Churn"]).to_csv(index=False).encode()
 
 
+def test_an_unanswered_promotion_times_out_as_reject_through_the_scheduler(stack: dict) -> None:
+    """credit_risk_registry's form asks to promote the rejected version; nobody answers. The
+    deadline (72 h) is moved into the past in the metadata DB: the real scheduler's sweep applies
+    the default (Reject), nothing moves, and the trail records a timeout that nobody answered."""
+    import sqlalchemy
+
+    native, api = stack["stack"], stack["api"]
+    client, name = _mlflow(native), "credit-risk-classifier"
+    production = client.get_model_version_by_alias(name, "production").version
+    others = [v.version for v in client.search_model_versions(f"name = '{name}'") if v.version != production]
+    assert others, "the rejected run registered no version"
+    conf = {"action": "promote_version", "version": str(max(others, key=int)), "reason": "no answer"}
+    run_id = api.trigger("credit_risk_registry", conf)
+    deadline = time.monotonic() + 300
+    while api.task_states("credit_risk_registry", run_id).get("approve", ("", 0))[0] != "awaiting_input":
+        assert time.monotonic() < deadline, api.task_states("credit_risk_registry", run_id)
+        time.sleep(2)
+    engine = sqlalchemy.create_engine(native.airflow_db)
+    with engine.begin() as db:  # the 72 hours pass
+        db.execute(
+            sqlalchemy.text(
+                "update task_instance set trigger_timeout = now() - interval '1 second' "
+                "where dag_id = 'credit_risk_registry' and run_id = :run and task_id = 'approve'"
+            ),
+            {"run": run_id},
+        )
+    engine.dispose()
+    run = api.wait_run("credit_risk_registry", run_id, timeout=300)
+    states = api.task_states("credit_risk_registry", run_id)
+    assert states["act"][0] == "skipped" and states["record_answer"][0] == "success", states
+    assert client.get_model_version_by_alias(name, "production").version == production
+    [answer] = _decisions(native, name, run_id)
+    assert answer["action"] == "timeout" and answer["approval"]["by"] == "nobody (timed out)", answer
+    assert run["state"] == "success", _fail_with_logs(native, api, "credit_risk_registry", run)
+
+
 def test_scoring_an_s3_partition_triggers_monitoring_and_a_drift_alert_email(stack: dict) -> None:
     native, api = stack["stack"], stack["api"]
     s3 = _s3(native)
@@ -202,11 +310,11 @@ def test_scoring_an_s3_partition_triggers_monitoring_and_a_drift_alert_email(sta
     assert done["state"] == "success", _fail_with_logs(native, api, "churn_monitoring", done)
     assert done["run_type"] == "asset_triggered"
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not stack["inbox"].messages:
+    while time.monotonic() < deadline and not _mails(stack["inbox"], "churn"):
         time.sleep(1)
-    assert stack["inbox"].messages, "no drift alert email arrived"
-    message = stack["inbox"].messages[0].content.decode(errors="replace")
-    assert "churn" in message and "drift" in message.lower()
+    alerts = _mails(stack["inbox"], "churn")
+    assert alerts, f"no drift alert email arrived: {[m['Subject'] for m in _mails(stack['inbox'], '')]}"
+    assert "drift" in alerts[0]["Subject"].lower() + _body(alerts[0]).lower()
     # The alert asked for a retrain: the retrain Asset event scheduled churn_training.
     deadline = time.monotonic() + 120
     while not [r for r in api.runs("churn_training") if r["run_type"] == "asset_triggered"]:
@@ -289,6 +397,121 @@ def _wait_health(url: str, condition: Any, timeout: float = 120) -> dict:
     raise AssertionError(f"/health never reached the expected state: {health}")
 
 
+def _shadow_rows(native: Stack, model: str) -> pd.DataFrame:
+    """Every shadow row serving wrote to the stack's lake for `model` (s3://lake/shadow/<model>/)."""
+    import io
+
+    s3 = _s3(native)
+    listed = s3.list_objects_v2(Bucket="lake", Prefix=f"shadow/{model}/").get("Contents", [])
+    frames = [
+        pd.read_parquet(io.BytesIO(s3.get_object(Bucket="lake", Key=o["Key"])["Body"].read()))
+        for o in listed
+        if o["Key"].endswith(".parquet")
+    ]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["request_id"])
+
+
+def _churn_versions(native: Stack, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, str, list[str]]:
+    """This process on the stack's registry (as its admin, with the signing key that promote and
+    set_challenger verify); churn's MLflow client, production version and its other versions."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", native.url("mlflow"))
+    monkeypatch.setenv("MLOPS_MODEL_SIGNING_KEY", native.signing_key)
+    client = _mlflow(native)
+    production = str(client.get_model_version_by_alias(CHURN, "production").version)
+    listed = client.search_model_versions(f"name = '{CHURN}'")
+    return client, production, [str(v.version) for v in listed if str(v.version) != production]
+
+
+def test_a_shadow_challenger_scores_every_request_into_the_lake(
+    stack: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second churn version as `challenger` (set as the MLflow admin): serving answers with the
+    champion, fails no request, and the challenger's probabilities land in s3://lake/shadow/churn/."""
+    from tabular_mlops import registry, signing
+
+    native, name = stack["stack"], CHURN
+    client, production, others = _churn_versions(native, monkeypatch)
+    url = native.url("serving") if "serving" in native.processes else native.start_serving(API_KEY)
+    if others:  # another training run of this module registered one (the retrain, the lost worker)
+        challenger = str(max(others, key=int))
+    else:  # only one version: a second from the same run, signed as training signs
+        source = client.get_model_version(name, production)
+        challenger = str(client.create_model_version(name, source.source, run_id=source.run_id).version)
+        signing.sign(name, challenger)
+    registry.set_challenger(name, challenger, "stack-test", reason="shadow on the native stack")
+    try:
+        _wait_health(url, lambda h: h["challengers"]["churn"].get("version") == challenger)
+        body = _churn_record(stack["raw"]["churn"])
+        auth = {"Authorization": f"Bearer {API_KEY}"}
+        sent = [f"stack-shadow-{i:03d}" for i in range(20)]
+        with httpx.Client(headers=auth, timeout=30) as http:
+            for rid in sent:
+                response = http.post(
+                    f"{url}/v1/models/churn/predict", json=body, headers={"X-Request-ID": rid}
+                )
+                assert response.status_code == 200, response.text
+                assert response.json()["model_version"] == production
+        deadline = time.monotonic() + 90  # flushed every 2 s (SERVING_SHADOW_FLUSH_SECONDS)
+        rows = _shadow_rows(native, "churn")
+        while not set(sent) <= set(rows["request_id"]) and time.monotonic() < deadline:
+            time.sleep(2)
+            rows = _shadow_rows(native, "churn")
+        assert set(sent) <= set(rows["request_id"]), native.log("serving")
+        ours = rows[rows["request_id"].isin(sent)]
+        assert set(ours["champion_version"]) == {production} and set(ours["challenger_version"]) == {
+            challenger
+        }
+        assert (
+            ours["champion_probability"].between(0, 1).all()
+            and ours["challenger_probability"].between(0, 1).all()
+        )
+        assert set(ours["entity_id"]) == {body["customerID"]}
+        metrics = httpx.get(f"{url}/metrics", timeout=10).text
+        assert 'outcome="failed"' not in metrics, metrics
+    finally:
+        registry.archive_challenger(name, "stack-test", reason="end of the shadow test")
+
+
+def test_a_winning_challenger_event_promotes_it_through_the_registry_dag(
+    stack: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A `challenger/churn` Asset event, as monitoring emits when the challenger won (created here
+    over REST, as the UI's Create Asset Event does): the scheduler runs churn_registry on it, which
+    moves production to the challenger (churn needs no approval), keeps previous and parks the alias."""
+    from tabular_mlops import registry
+
+    native, api, name = stack["stack"], stack["api"], CHURN
+    _, production, others = _churn_versions(native, monkeypatch)
+    assert others, "the training tests registered only one churn version"
+    challenger = str(max(others, key=int))
+    registry.set_challenger(name, challenger, "stack-test", reason="shadow winner")
+    api.unpause("churn_registry")
+    before = len(api.runs("churn_registry"))
+    assets = api.call("GET", "/assets", params={"name_pattern": "challenger/churn"}).json()["assets"]
+    [asset] = [a for a in assets if a["name"] == "challenger/churn"]
+    evidence = {"labelled_rows": 900, "verdict": "wins", "interval": [0.01, 0.03]}
+    event = {"asset_id": asset["id"], "extra": {"version": challenger, "evidence": evidence}}
+    created = api.call("POST", "/assets/events", json=event)
+    assert created.status_code == 200, created.text
+    deadline = time.monotonic() + 300
+    while len(api.runs("churn_registry")) == before:
+        assert time.monotonic() < deadline, "the challenger event did not run churn_registry"
+        time.sleep(3)
+    triggered = api.runs("churn_registry")[0]
+    assert triggered["run_type"] == "asset_triggered"
+    try:
+        run = api.wait_run("churn_registry", triggered["dag_run_id"], timeout=300)
+        assert run["state"] == "success", _fail_with_logs(native, api, "churn_registry", run)
+        aliases = {a: registry.alias_version(name, a) for a in ("production", "previous", "challenger")}
+        # The workers hold EDIT, which cannot delete an alias: the challenger is parked on production.
+        assert aliases == {"production": challenger, "previous": production, "challenger": challenger}
+        assert registry.challenger_version(name) is None
+        [move] = [m for m in registry.history(name) if triggered["dag_run_id"] in m["actor"]]
+        assert move["action"] == "promote" and "won in shadow" in move["reason"], move
+    finally:
+        registry.rollback(name, "stack-test", reason="end of the challenger promotion test")
+
+
 def test_a_promotion_reaches_serving_through_the_registry_webhook(
     stack: dict, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -297,12 +520,9 @@ def test_a_promotion_reaches_serving_through_the_registry_webhook(
     version (polling is 30 s away). A forged call gets 401 and posts no notice."""
     from tabular_mlops import registry
 
-    native = stack["stack"]
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", native.url("mlflow"))
+    native, name = stack["stack"], CHURN
+    client, production, others = _churn_versions(native, monkeypatch)
     url = native.url("serving") if "serving" in native.processes else native.start_serving(API_KEY)
-    name, client = "churn-classifier", _mlflow(native)
-    production = str(client.get_model_version_by_alias(name, "production").version)
-    others = [v.version for v in client.search_model_versions(f"name = '{name}'") if v.version != production]
     assert others, "the training tests registered only one churn version"
     target = str(max(others, key=int))
     auth = {"Authorization": f"Bearer {API_KEY}"}

@@ -148,7 +148,8 @@ def test_promoting_the_challenger_keeps_previous_and_clears_the_challenger(model
     assert (move.from_version, move.to_version, move.already) == ("1", "3", False)
     assert registry.alias_version(model, registry.PRODUCTION) == "3"
     assert registry.alias_version(model, registry.PREVIOUS) == "1"
-    assert registry.alias_version(model, registry.CHALLENGER) is None
+    assert registry.challenger_version(model) is None
+    assert registry.alias_version(model, registry.CHALLENGER) == "3"  # parked on production
     retried = registry.promote_challenger(model, "cli:b@h", expected="3")  # the retry of a done move
     assert retried.already
     assert [m["to_version"] for m in registry.history(model) if m["action"] == "promote"] == ["1", "3"]
@@ -163,11 +164,28 @@ def test_archiving_the_challenger_removes_only_its_alias(model: str) -> None:
     registry.set_challenger(model, "2", "cli:a@h")
     move = registry.archive_challenger(model, "cli:c@h", reason="lost on 900 rows")
     assert (move.action, move.from_version, move.to_version) == ("archive", "2", None)
-    assert registry.alias_version(model, registry.CHALLENGER) is None
+    assert registry.challenger_version(model) is None
+    assert registry.alias_version(model, registry.CHALLENGER) == "1"  # parked: EDIT cannot delete
     assert registry.alias_version(model, registry.PRODUCTION) == "1"
     assert "archived_at" in MlflowClient().get_model_version(model, "2").tags
     with pytest.raises(registry.RegistryError, match="nothing to archive"):
         registry.archive_challenger(model, "cli:c@h")
+
+
+def test_a_parked_challenger_follows_production_and_never_challenges_again(model: str) -> None:
+    registry.promote(model, "1", "cli:a@h")
+    registry.set_challenger(model, "2", "cli:a@h")
+    registry.archive_challenger(model, "cli:a@h")  # parked on 1
+    registry.promote(model, "3", "cli:a@h")
+    assert registry.alias_version(model, registry.CHALLENGER) == "3"
+    assert registry.challenger_version(model) is None
+    registry.rollback(model, "cli:a@h")
+    assert registry.alias_version(model, registry.PRODUCTION) == "1"
+    assert registry.alias_version(model, registry.CHALLENGER) == "1"
+    assert registry.challenger_version(model) is None
+    registry.set_challenger(model, "2", "cli:a@h")  # a real challenger again: production moves leave it
+    registry.promote(model, "3", "cli:a@h")
+    assert registry.challenger_version(model) == "2"
 
 
 def test_an_answer_is_recorded_once_with_who_when_and_comment(model: str) -> None:
