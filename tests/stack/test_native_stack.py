@@ -118,10 +118,11 @@ def _fail_with_logs(native: Stack, api: AirflowClient, dag_id: str, run: dict) -
 def _answer_approval(native: Stack, api: AirflowClient, run_id: str, verb: str, comment: str) -> str:
     """Wait for credit_risk_training's approval task, then answer it with `mlops <verb>` as admin."""
     deadline = time.monotonic() + 900
-    while api.task_states("credit_risk_training", run_id).get("approve", ("", 0))[0] != "awaiting_input":
-        states = api.task_states("credit_risk_training", run_id)
+    states = api.task_states("credit_risk_training", run_id)
+    while states.get("approve", ("", 0))[0] != "awaiting_input":
         assert time.monotonic() < deadline and "failed" not in {s for s, _ in states.values()}, states
         time.sleep(3)
+        states = api.task_states("credit_risk_training", run_id)
     env = {
         **os.environ,
         "AIRFLOW_API_URL": native.url("airflow"),
