@@ -80,6 +80,10 @@ bench-monitoring: $(STAMP)
 bench-challenger: $(STAMP)
 	$(BIN)/python benchmarks/bench_challenger.py --rows $(if $(filter 307511,$(ROWS)),200000,$(ROWS)) --json benchmarks/challenger.json
 
+## Time materialising credit_risk's history features into the online store (ROWS=307511; RAW=folder reuses CSVs)
+bench-materialize: $(STAMP)
+	$(BIN)/python benchmarks/bench_materialize.py --rows $(ROWS) $(if $(RAW),--raw $(RAW)) --json benchmarks/materialize.json
+
 ## Time credit_risk training on generated applicants (ROWS=20000 by default here)
 bench-train: $(STAMP)
 	$(BIN)/python benchmarks/bench_train.py --rows $(if $(filter 307511,$(ROWS)),20000,$(ROWS)) --json benchmarks/train.json
@@ -112,4 +116,4 @@ logs:
 clean:
 	rm -rf data reports .pytest_cache .ruff_cache .mypy_cache
 
-.PHONY: help install lock demo test audit test-stack lint serve bench bench-home-credit bench-scoring bench-monitoring bench-challenger bench-train bench-serving bench-uploads up down logs clean
+.PHONY: help install lock demo test audit test-stack lint serve bench bench-home-credit bench-scoring bench-monitoring bench-challenger bench-materialize bench-train bench-serving bench-uploads up down logs clean

@@ -29,6 +29,9 @@ per day, logical dates at midnight, so each day is scored once.
    `_manifest.json` last and swaps the partition in atomically, replacing an earlier run of the
    same date (never foreign files); then updates the Asset `predictions/<model>` with the run's
    counts, which the monitoring DAG listens to.
+7. **materialize** (models with an online store, e.g. credit_risk): upserts the partition's
+   applicants' history features into the online store with the pinned version's SQL, as of the
+   end of the partition's day; a row the store holds as of a later day is kept (a backfill).
 
 No catch-up unless `scoring.catchup`.
 """
@@ -251,13 +254,22 @@ def build_scoring_dag(config: ModelConfig) -> object:
             }
             return summary
 
+        @task(retries=config.retries, retry_exponential_backoff=True)
+        def materialize(where: dict, pinned: dict) -> dict:
+            """Upsert the partition's applicants' history features into the online store."""
+            from tabular_mlops.materialize import after_scoring
+
+            return after_scoring(config.name, where["input"], pinned["version"], where["day"])
+
         where = locate()
         pinned = pin_model()
         ready = WaitForPartition(task_id="wait_for_partition", model=config.name, where=where)
         chunks = prepare(where, pinned)
         ready >> chunks
         scored = score_chunk.partial(where=where, pinned=pinned).expand(chunk=chunks)
-        publish(scored, where, pinned)
+        published = publish(scored, where, pinned)
+        if config.features.online:
+            published >> materialize(where, pinned)
 
     return batch_scoring()
 

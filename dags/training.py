@@ -14,6 +14,9 @@ The training chain of a model, from its raw tables to a promoted registry versio
    metrics, plots and a model card in `reports/evaluation/<model>/<run>/` and in the MLflow run.
 5. **gate**: floors, non-inferiority to production (paired bootstrap), calibration and slices.
    A refused candidate fails the run visibly; nothing is promoted.
+   **materialize** (models with an online store, e.g. credit_risk; beside evaluate): writes the
+   history features of every applicant in the interim tables to the online store with the
+   candidate's SQL (`MLOPS_ONLINE_STORE_URL`), so serving answers `{"application": ...}` alone.
 6. **approve** (only with `promotion.approval: required`, e.g. credit_risk): Airflow's
    human-in-the-loop ApprovalOperator. The task waits in Required Actions with the model card,
    the data fingerprint and links; the approvers get a mail with its link. Approve lets promote
@@ -198,9 +201,18 @@ def build_training_dag(config: ModelConfig) -> object:
                 approval=found[1] if found else None,
             )
 
+        @task(**registry_retries)
+        def materialize(interim_dir: str, candidate: dict) -> dict:
+            """Write the history features to the online store with the candidate's SQL (not in a dry run)."""
+            from tabular_mlops.materialize import after_training
+
+            return after_training(config.name, interim_dir, candidate["version"])
+
         interim = data_ingest()
         features = build_features(interim)
         candidate = train(interim, features)
+        if config.features.online:
+            materialize(interim, candidate)
         gated = gate(evaluate(candidate))
         if not approval_required:
             promote(gated)

@@ -20,16 +20,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import Body, FastAPI, HTTPException, Request, Response
+from fastapi import Body, FastAPI, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from tabular_mlops.config import load_model_configs
 from tabular_mlops.features import FeatureBuildError
+from tabular_mlops.online_store import OnlineStoreError
 from tabular_mlops.webhooks import SECRET_ENV, webhook_secret
 
 from serving.batching import Batcher
 from serving.guard import RequestGuard, request_id, warn_if_open
-from serving.lean import ScoringInputError
+from serving.lean import Scored, ScoringInputError
 from serving.metrics import BATCH_ROWS, LATENCY, RECORD_WARNINGS, REQUESTS, VERSION, exposition
 from serving.models import (
     ModelStore,
@@ -40,7 +41,7 @@ from serving.models import (
     reload_seconds,
     signing_status,
 )
-from serving.schemas import PredictResponse, RecordChecker, request_model
+from serving.schemas import MAX_EXPLAIN, PredictResponse, RecordChecker, request_model, request_records
 from serving.shadow import Shadow
 from serving.webhook import NoticeBoard, events_dir, mount
 
@@ -127,6 +128,9 @@ def create_app(store: ModelStore | None = None, watch: bool = True) -> FastAPI:
         async def predict(
             request: Request,
             body: Annotated[body_type | list[body_type], Body()],  # type: ignore[valid-type]
+            explain: Annotated[
+                int | None, Query(ge=0, le=MAX_EXPLAIN, description="top-k reasons for every record")
+            ] = None,
         ) -> Response:
             started = time.perf_counter()
             rid = request_id(request.scope)
@@ -139,11 +143,15 @@ def create_app(store: ModelStore | None = None, watch: bool = True) -> FastAPI:
                 if len(records) > limit:
                     status = "413"
                     raise HTTPException(status_code=413, detail=f"at most {limit} records per request")
-                dumped = [r.model_dump() for r in records]
+                dumped = request_records(store.configs[name], records, explain)
                 # Values batch scoring would score with a warning: scored here too, and named.
                 warnings = checker.warnings(dumped)
                 try:
-                    served, probabilities = await batcher.submit(dumped)
+                    served, scored = await batcher.submit(dumped)
+                except OnlineStoreError as exc:
+                    status = "503"
+                    log.warning("request_id=%s model=%s online store: %s", rid, name, exc)
+                    raise HTTPException(status_code=503, detail=_store_unavailable(name, rid)) from None
                 except NotServable as exc:
                     status = "503"
                     # The reason may hold registry URLs and errors: it goes to the log, not the caller.
@@ -157,9 +165,9 @@ def create_app(store: ModelStore | None = None, watch: bool = True) -> FastAPI:
                     raise HTTPException(status_code=422, detail=_unscorable(rid)) from None
                 for warning in warnings:
                     RECORD_WARNINGS.labels(name, warning["kind"]).inc()
-                content = _prediction_json(served, rid, probabilities, warnings)
+                content = _prediction_json(served, rid, scored, warnings)
                 # Answered: the challenger, if any, gets these records on its own thread (a queue put).
-                shadow.submit(name, rid, dumped, served, probabilities)
+                shadow.submit(name, rid, dumped, served, scored.probabilities)
                 return Response(
                     content=content,
                     media_type="application/json",
@@ -238,6 +246,9 @@ def create_app(store: ModelStore | None = None, watch: bool = True) -> FastAPI:
             "registry": store.registry,
             "signing": signing_state,
             "challengers": {n: shadow.status(n) for n in store.configs},
+            "online_store": {
+                n: s.lean.history.status() for n, s in store.served.items() if s.lean.history is not None
+            },
         }
 
     @app.get("/ready")
@@ -262,6 +273,10 @@ def _validation_errors(errors: Any, body: Any) -> list[dict[str, Any]]:
     shape = "list" if isinstance(body, list) else "one"
     out = []
     for error in errors:
+        if not error["loc"] or error["loc"][0] != "body":  # a query parameter (explain): names itself
+            field = ".".join(str(p) for p in error["loc"])
+            out.append({"record": None, "field": field, "message": error["msg"], "type": error["type"]})
+            continue
         loc = [str(p) for p in error["loc"][1:]]  # after "body": the union branch, then the path
         branch = "list" if loc and loc[0].startswith("list[") else "one"
         if loc and branch != shape and isinstance(body, list | dict):
@@ -284,14 +299,24 @@ def _unscorable(rid: str) -> str:
     )
 
 
+def _store_unavailable(name: str, rid: str) -> str:
+    """The 503 message when id-only records cannot get their history (detail in the log)."""
+    return (
+        f"the online store of {name!r} cannot be read now, so records without history tables cannot be "
+        "scored; send the applicant's history tables in the request to score without the store "
+        f"(request_id {rid}; the service log and /health have the detail)"
+    )
+
+
 def _prediction_json(
-    served: Served, request_id: str, probabilities: Any, warnings: list[dict[str, Any]]
+    served: Served, request_id: str, scored: Scored, warnings: list[dict[str, Any]]
 ) -> bytes:
     """The response body (built by hand: a pydantic round trip per request costs more than scoring)."""
     threshold = served.threshold
+    details = scored.details or [{}] * len(scored)
     predictions = [
-        {"probability": p, "prediction": int(p >= threshold), "threshold": threshold}
-        for p in probabilities.tolist()
+        {"probability": p, "prediction": int(p >= threshold), "threshold": threshold, **extra}
+        for p, extra in zip(scored.probabilities.tolist(), details, strict=True)
     ]
     body = {
         "model_name": served.registered_name,

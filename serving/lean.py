@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 from tabular_mlops.config import ModelConfig, TableSpec
-from tabular_mlops.features import FINAL_VIEW, FeatureBuildError, FeatureSession
+from tabular_mlops.explain import Explainer, explainer_for
+from tabular_mlops.features import FeatureBuildError, FeatureSession
 
+from serving.online import FROM_REQUEST, OnlineHistory
 from serving.schemas import history_tables
 
 log = logging.getLogger("serving")
@@ -29,6 +32,20 @@ MISSING = "__missing__"  # the fill value of the categorical imputer (modeling.b
 
 class ScoringInputError(ValueError):
     """Records the schema accepted but the features cannot be computed from (the caller's data)."""
+
+
+@dataclass
+class Scored:
+    """The probabilities of a batch and what each record's answer says besides (provenance, reasons)."""
+
+    probabilities: np.ndarray
+    details: list[dict[str, Any]] = field(default_factory=list)
+
+    def __getitem__(self, part: slice) -> Scored:
+        return Scored(self.probabilities[part], self.details[part])
+
+    def __len__(self) -> int:
+        return len(self.probabilities)
 
 
 def _as_float(values: Any) -> np.ndarray:
@@ -220,6 +237,18 @@ class LeanScorer:
         self.compiled = isinstance(self.encode, CompiledEncoder)
         self.predict = compile_booster(classifier.estimator)
         self._session: FeatureSession | None = None
+        # Requests that bring only the application: the history part comes from the online store.
+        self.history: OnlineHistory | None = None
+        if not self.raw and config.features.online and classifier.sql:
+            self.history = OnlineHistory(config, dict(classifier.sql), classifier.feature_columns)
+        self._application_session: FeatureSession | None = None
+        self.explainer: Explainer | None = None
+        self.explainer_error = ""
+        try:  # built at load, so the first request that asks for reasons pays nothing extra
+            self.explainer = explainer_for(classifier, config)
+        except (TypeError, ValueError, AttributeError) as exc:
+            self.explainer_error = str(exc)
+            log.warning("%s: no reason codes for this version: %s", config.name, exc)
 
     def session(self) -> FeatureSession:
         """The prepared DuckDB session of this version (views planned once, tables re-bound per call)."""
@@ -233,11 +262,25 @@ class LeanScorer:
             self._session.con.execute("PRAGMA disable_optimizer")
         return self._session
 
+    def application_session(self) -> FeatureSession:
+        """The prepared DuckDB session of the application part alone (id-only requests)."""
+        assert self.history is not None  # noqa: S101 - only the online path calls this
+        if self._application_session is None:
+            empty = {self.classifier.entity_table: arrow_table([], self.entity, self.drop)}
+            session = FeatureSession(self.history.application_sql, empty, self.history.application_view)
+            session.con.execute("SET threads = 1")
+            session.con.execute("PRAGMA disable_optimizer")  # as in session(): same results, less planning
+            self._application_session = session
+        return self._application_session
+
     def close(self) -> None:
-        """Release the DuckDB session."""
-        if self._session is not None:
-            self._session.con.close()
-            self._session = None
+        """Release the DuckDB sessions and the online store's connections."""
+        for session in (self._session, self._application_session):
+            if session is not None:
+                session.con.close()
+        self._session = self._application_session = None
+        if self.history is not None:
+            self.history.close()
 
     def _tables(self, records: list[dict[str, Any]]) -> dict[str, pa.Table]:
         """The Arrow tables of a batch, with batch-local ids so no two records share a key."""
@@ -274,19 +317,22 @@ class LeanScorer:
 
     def features(self, records: list[dict[str, Any]]) -> Columns:
         """Feature columns of the records, in record order."""
+        return self._run(self.session(), self._tables(records), len(records))
+
+    def _run(self, session: FeatureSession, tables: dict[str, pa.Table], rows: int) -> Columns:
+        """The session's final view over these tables, as columns in record order."""
         import duckdb
 
-        session = self.session()
         try:
-            for name, table in self._tables(records).items():
+            for name, table in tables.items():
                 session.con.register(name, table)
-            result = session.con.execute(f"select * from {FINAL_VIEW}").fetchnumpy()  # noqa: S608 - FINAL_VIEW is a constant
+            result = session.con.execute(f"select * from {session.final}").fetchnumpy()  # noqa: S608 - a checked view name
         except duckdb.Error as exc:
             raise ScoringInputError(f"the feature SQL cannot run on these records: {exc}") from None
         keys = result.get(self.key)
-        if keys is None or len(keys) != len(records):
+        if keys is None or len(keys) != rows:
             got = 0 if keys is None else len(keys)
-            raise FeatureBuildError(f"{FINAL_VIEW}.sql returned {got} rows for {len(records)} records")
+            raise FeatureBuildError(f"{session.final}.sql returned {got} rows for {rows} records")
         order = np.argsort(np.asarray([int(k) for k in keys]), kind="stable")
         out: Columns = {}
         for column, values in result.items():
@@ -296,11 +342,83 @@ class LeanScorer:
         return out
 
     def score(self, records: list[dict[str, Any]]) -> np.ndarray:
-        """Probabilities of the records (raw records, or applications with history)."""
-        x = self.encode(self.features(records), len(records))
+        """Probabilities of the records (raw records, or applications with or without history)."""
+        return self.score_with_details(records).probabilities
+
+    def score_with_details(self, records: list[dict[str, Any]]) -> Scored:
+        """Probabilities of the records, with where each one's history came from and, for records
+        that ask (`explain`: k), their top-k reasons."""
+        online = self._online_rows(records)
+        taken = set(online)
+        rest = [i for i in range(len(records)) if i not in taken]
+        x = np.empty((len(records), self.width), dtype=np.float64)
+        details: list[dict[str, Any]] = [{} for _ in records]
+        groups: list[tuple[list[int], Columns]] = []
+        if online:
+            columns, found = self.online_features([records[i] for i in online])
+            x[online] = self.encode(columns, len(online))
+            groups.append((online, columns))
+            for i, detail in zip(online, found, strict=True):
+                details[i] = detail
+        if rest:
+            columns = self.features([records[i] for i in rest])
+            x[rest] = self.encode(columns, len(rest))
+            groups.append((rest, columns))
+            if not self.raw:
+                for i in rest:
+                    details[i] = {"history_source": FROM_REQUEST, "features_as_of": None}
         if np.isinf(x).any():  # NaN is a missing value the booster handles; an infinity is not
             raise ScoringInputError("the features of these records hold infinite values")
-        return self.predict(x)
+        probabilities = self.predict(x)
+        for indices, columns in groups:
+            self._explain(records, indices, x, columns, details)
+        return Scored(probabilities, details)
+
+    def _explain(
+        self,
+        records: list[dict[str, Any]],
+        indices: list[int],
+        x: np.ndarray,
+        columns: Columns,
+        details: list[dict[str, Any]],
+    ) -> None:
+        """Add the reasons of the records (of one feature group) that asked for them."""
+        asked = [(at, i) for at, i in enumerate(indices) if int(records[i].get("explain") or 0) > 0]
+        if not asked:
+            return
+        if self.explainer is None:
+            raise ScoringInputError(
+                f"reasons are not available for {self.config.name}: {self.explainer_error}"
+            )
+        k = max(int(records[i]["explain"]) for _, i in asked)
+        found = self.explainer.reasons(x[indices], columns, k, rows=[at for at, _ in asked])
+        for (_, i), reasons in zip(asked, found, strict=True):
+            details[i] = {**details[i], "reasons": reasons[: int(records[i]["explain"])]}
+
+    @property
+    def width(self) -> int:
+        """Columns of the encoded matrix."""
+        return int(self.encode.width) if isinstance(self.encode, CompiledEncoder) else self._reference_width()
+
+    def _reference_width(self) -> int:
+        return len(self.classifier.preprocessor.get_feature_names_out())
+
+    def _online_rows(self, records: list[dict[str, Any]]) -> list[int]:
+        """Indexes of the records that bring no history table: their history is the store's."""
+        if self.history is None:
+            return []
+        tables = history_tables(self.config)
+        return [i for i, r in enumerate(records) if not any(t in r for t in tables)]
+
+    def online_features(self, records: list[dict[str, Any]]) -> tuple[Columns, list[dict[str, Any]]]:
+        """Features of id-only records: the application part by SQL, the history part from the
+        online store; with each record's provenance (history_source, features_as_of)."""
+        assert self.history is not None  # noqa: S101 - _online_rows found some
+        applications = [{**r["application"], self.key: i} for i, r in enumerate(records)]
+        table = arrow_table(applications, self.entity, self.drop)
+        columns = self._run(self.application_session(), {self.classifier.entity_table: table}, len(records))
+        details = self.history.merge(columns, [r["application"].get(self.key) for r in records])
+        return columns, details
 
     def score_feature_rows(self, frame: Any) -> np.ndarray:
         """Probabilities of feature-table rows (the golden records of a feature-row model)."""

@@ -25,7 +25,7 @@ import pandas as pd
 from tabular_mlops import faults, registry, signing, tracking
 from tabular_mlops.config import ModelConfig
 
-from serving.lean import LeanScorer
+from serving.lean import LeanScorer, Scored
 from serving.schemas import request_model
 
 log = logging.getLogger("serving")
@@ -148,7 +148,7 @@ class ModelStore:
     _refreshing: threading.Lock = field(default_factory=threading.Lock)
     shadow: Any = None  # shadow.Shadow: the challengers scored off the response path (app.py sets it)
 
-    def score(self, name: str, records: list[dict[str, Any]]) -> tuple[Served, np.ndarray]:
+    def score(self, name: str, records: list[dict[str, Any]]) -> tuple[Served, Scored]:
         """Score with the version served now. Runs on the model's scorer thread, the only user
         of its DuckDB sessions, so replaced versions are closed here, between batches."""
         for old in self._retired.pop(name, []):
@@ -156,7 +156,7 @@ class ModelStore:
         served = self.served.get(name)
         if served is None:
             raise NotServable(f"{name}: no version loaded: {self.errors.get(name)}")
-        return served, served.lean.score(records)
+        return served, served.lean.score_with_details(records)
 
     def refresh(self, names: Iterable[str] | None = None) -> None:
         """Load any model (of `names`, default all) whose production alias moved or that is not loaded.

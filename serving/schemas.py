@@ -51,14 +51,34 @@ def _camel(name: str) -> str:
     return "".join(part.title() for part in name.split("_"))
 
 
+MAX_EXPLAIN = 20
+
+
+def explain_field() -> tuple[Any, Any]:
+    """The optional `explain` of a record: how many reasons (top TreeSHAP contributions) to return."""
+    return (
+        int | None,
+        Field(
+            default=None,
+            ge=0,
+            le=MAX_EXPLAIN,
+            description="return this record's top-k reasons; overrides the `explain` query parameter",
+        ),
+    )
+
+
 def request_model(config: ModelConfig) -> type[BaseModel]:
     """The body of one scoring request of a model: a raw record, or an application with history."""
     camel = _camel(config.name)
     record = record_model(f"{camel}Record", config.data.tables[config.scoring_entity_table])
     history = history_tables(config)
     if not history:
-        return record
-    fields: dict[str, Any] = {"application": (record, Field(..., description="the application to score"))}
+        return create_model(f"{camel}Request", __base__=record, explain=explain_field())
+    described = "the applicant's history comes from the online store when no history table is sent"
+    fields: dict[str, Any] = {
+        "application": (record, Field(..., description=f"the application to score; {described}")),
+        "explain": explain_field(),
+    }
     for table in history:
         item = record_model(f"{camel}{_camel(table)}Record", config.data.tables[table])
         cap = config.serving.history_cap(table)
@@ -71,6 +91,24 @@ def request_model(config: ModelConfig) -> type[BaseModel]:
             ),
         )
     return create_model(f"{camel}Request", __config__=ConfigDict(extra="forbid"), **fields)
+
+
+def request_records(
+    config: ModelConfig, parsed: list[BaseModel], explain: int | None
+) -> list[dict[str, Any]]:
+    """The records the scorer takes: history tables only where the body sent them, and each
+    record's number of reasons (its own `explain`, else the query's)."""
+    tables = history_tables(config)
+    out = []
+    for record in parsed:
+        dumped = record.model_dump()
+        for table in tables:
+            if table not in record.model_fields_set:
+                del dumped[table]  # sent no history at all: the online store's history is asked for
+        if dumped.get("explain") is None:
+            dumped["explain"] = explain or 0
+        out.append(dumped)
+    return out
 
 
 # (kind, problem, test) of one value rule; the problem reads as batch's reason after "<column>: "
@@ -139,12 +177,32 @@ def _check(
                 found.append({**where, "kind": kind, "problem": problem, "value": value})
 
 
+class Reason(BaseModel):
+    """One of a prediction's top reasons: a source field's exact TreeSHAP contribution."""
+
+    field: str = Field(description="the feature, as the feature SQL names it")
+    description: str = Field(description="the feature in plain words")
+    value: Any = Field(description="the feature's value for this record (null: missing)")
+    contribution: float = Field(description="its contribution to the log-odds of the positive class")
+    direction: str = Field(description="'raises risk' or 'lowers risk'")
+
+
 class Prediction(BaseModel):
     """The score of one record."""
 
     probability: float
     prediction: int
     threshold: float
+    history_source: str | None = Field(
+        default=None,
+        description="credit-style models: 'request' (history sent), 'online_store' (history from the "
+        "store) or 'none' (unknown to the store and no history sent: scored as an applicant without "
+        "history, as batch scoring does)",
+    )
+    features_as_of: str | None = Field(
+        default=None, description="with history_source 'online_store': when the store's features were true"
+    )
+    reasons: list[Reason] | None = Field(default=None, description="the top-k reasons, when asked for")
 
 
 class RecordWarning(BaseModel):

@@ -45,10 +45,41 @@ os.environ.pop("MLOPS_CONFIG_DIR", None)
 # mode remove the key themselves.
 os.environ["MLOPS_MODEL_SIGNING_KEY"] = "tests-" + secrets.token_hex(16)
 os.environ.pop("MLOPS_MODEL_SIGNING_PREVIOUS_KEYS", None)
+# The machine's Redis is the online store of every test (as on a laptop), under keys of this
+# session's own: a developer's store and a parallel run are never read or written.
+os.environ.pop("MLOPS_ONLINE_STORE_URL", None)
+ONLINE_PREFIX = f"mlops-tests-{secrets.token_hex(4)}:online"
+os.environ["MLOPS_ONLINE_STORE_PREFIX"] = ONLINE_PREFIX
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(_SESSION_DIR, ignore_errors=True)
+    _forget_online_keys()
+
+
+def _forget_online_keys() -> None:
+    """Delete the keys this session wrote to the machine's Redis (nothing if it is not running)."""
+    try:
+        import redis
+
+        client = redis.Redis(socket_connect_timeout=1, socket_timeout=5)
+        keys = list(client.scan_iter(match=f"{ONLINE_PREFIX}:*", count=1000))
+        if keys:
+            client.unlink(*keys)
+    except Exception:  # noqa: S110 - cleanup of a scratch namespace; Redis may not run here
+        pass
+
+
+def online_store_or_skip() -> None:
+    """Skip (fail under CI) when the machine's Redis, the default online store, is not running."""
+    import redis
+
+    try:
+        redis.Redis(socket_connect_timeout=1).ping()
+    except redis.ConnectionError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"Redis at 127.0.0.1:6379 is not running ({exc}); CI machines start it first")
+        pytest.skip(f"Redis at 127.0.0.1:6379 is not running: {exc}")
 
 
 @pytest.fixture

@@ -38,6 +38,12 @@ _ERRORS = {
         "tabular_mlops.promotion:GateRefused",
     ),
     "score": (*_TABLES, *_REGISTRY, "tabular_mlops.scoring:ScoringError"),
+    "materialize": (
+        *_TABLES,
+        *_REGISTRY,
+        "tabular_mlops.scoring:ScoringError",
+        "tabular_mlops.online_store:OnlineStoreError",
+    ),
     "monitor": (*_TABLES, *_REGISTRY, "tabular_mlops.monitoring:MonitoringError"),
     "approve": ("tabular_mlops.airflow_api:AirflowApiError",),
     "reject": ("tabular_mlops.airflow_api:AirflowApiError",),
@@ -193,6 +199,23 @@ def _score(args: argparse.Namespace) -> int:
         f"{counts['positives']:,} predicted positive with model version {summary['model_version']}"
     )
     _emit({"status": "published", **summary})
+    return EXIT_OK
+
+
+def _materialize(args: argparse.Namespace) -> int:
+    from tabular_mlops.config import get_model_config
+    from tabular_mlops.materialize import materialize_location
+    from tabular_mlops.settings import resolve_location
+
+    config = get_model_config(args.model)
+    source = resolve_location(args.data or config.data.source)
+    _progress(f"materialising {config.name}'s history features from {source}")
+    done = materialize_location(config, source, args.version, args.upsert, progress=_progress)
+    _progress(
+        f"{done.entities:,} entities x {done.columns} features in the online store ({done.mode}, "
+        f"version {done.model_version or 'none'}, {done.seconds:.1f}s)"
+    )
+    _emit({"status": "materialized", **done.to_dict()})
     return EXIT_OK
 
 
@@ -414,6 +437,21 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--version", default=None, help="score with this registry version, not production")
     sc.add_argument("--run-id", default=None, help="run id written beside every prediction")
     sc.set_defaults(handler=_score)
+
+    ma = sub.add_parser(
+        "materialize", help="write a model's history features to the online store (MLOPS_ONLINE_STORE_URL)"
+    )
+    ma.add_argument("--model", required=True)
+    ma.add_argument(
+        "--data", default=None, help="folder or s3:// prefix of the history tables (default: the config's)"
+    )
+    ma.add_argument("--version", default=None, help="whose SQL computes them (default: production)")
+    ma.add_argument(
+        "--upsert",
+        action="store_true",
+        help="replace only these entities' features (a partition), keep everyone else's",
+    )
+    ma.set_defaults(handler=_materialize)
 
     mo = sub.add_parser("monitor", help="drift and quality of a predictions partition; email on a breach")
     mo.add_argument("--model", required=True)

@@ -208,12 +208,46 @@ class FeatureSpec(_Strict):
     model_input: Literal["raw", "features"] = "features"
     # Standardise numeric features (linear-model habit of the churn playbook; trees do not need it).
     scale_numeric: bool = False
+    # CSV under include/descriptions/ with each column's meaning (Table, Row, Description): the
+    # plain words of reason codes, the SHAP summary and the model card (tabular_mlops.describe).
+    descriptions: str | None = None
+    # The split of the feature SQL into the part computed from the scored record and the part
+    # derived from the entity's history tables (`features` = application left join history on
+    # the key). With both set, `mlops materialize` writes the history view per entity into the
+    # online store and serving computes only the application view per request.
+    application_view: str | None = None
+    history_view: str | None = None
+
+    @field_validator("application_view", "history_view")
+    @classmethod
+    def _view_name(cls, value: str | None) -> str | None:
+        if value is not None and not _IDENTIFIER.match(value):
+            raise ValueError("a view name must be a plain identifier (the stem of a .sql file)")
+        return value
+
+    @model_validator(mode="after")
+    def _both_views(self) -> FeatureSpec:
+        if (self.application_view is None) != (self.history_view is None):
+            raise ValueError("features.application_view and features.history_view go together")
+        return self
+
+    @property
+    def online(self) -> bool:
+        """True when the history part is served from the online store."""
+        return self.history_view is not None
 
     @field_validator("sql_dir")
     @classmethod
     def _relative(cls, value: str) -> str:
         if Path(value).is_absolute() or ".." in Path(value).parts:
             raise ValueError("sql_dir must be a folder name under include/sql/")
+        return value
+
+    @field_validator("descriptions")
+    @classmethod
+    def _description_file(cls, value: str | None) -> str | None:
+        if value is not None and (Path(value).name != value or value in (".", "..")):
+            raise ValueError("descriptions must be a file name under include/descriptions/")
         return value
 
 
@@ -323,6 +357,9 @@ class ScoringSpec(_Strict):
     # Roots besides the lake that the `input`/`output` Params and `mlops score --input/--output` may
     # name (folders or s3:// prefixes); anything else is refused before a file is read or replaced.
     allowed_locations: list[str] = Field(default_factory=list)
+    # reason_1..reason_k columns beside each probability: the row's k largest TreeSHAP
+    # contributions in plain words (tabular_mlops.explain); 0 writes none and costs nothing.
+    explain_top_k: int = Field(default=0, ge=0, le=20)
 
     @field_validator("lake", "allowed_locations")
     @classmethod

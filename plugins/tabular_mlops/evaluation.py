@@ -21,9 +21,12 @@ import pandas as pd
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from tabular_mlops.explain import Explanation
+
 METRICS_FILE = "metrics.json"
 CALIBRATION_BINS = 10
 TOP_FEATURES = 30
+TOP_SHAP_FIELDS = 20
 _DPI = 110
 
 
@@ -199,6 +202,74 @@ def _plot_importance(importance: pd.Series, title: str) -> Figure:
     return figure
 
 
+def _swarm_offsets(values: np.ndarray, half_width: float = 0.4, bins: int = 60) -> np.ndarray:
+    """Vertical offsets that stack points of similar value side by side, as a beeswarm does."""
+    if values.size == 0 or values.max() == values.min():
+        return np.zeros(values.size)
+    edges = np.linspace(values.min(), values.max(), bins + 1)
+    slot = np.clip(np.digitize(values, edges) - 1, 0, bins - 1)
+    counts = np.bincount(slot, minlength=bins)
+    order = np.argsort(slot, kind="stable")
+    rank = np.empty(values.size, dtype=int)
+    rank[order] = np.arange(values.size) - (np.cumsum(counts) - counts)[slot[order]]
+    # 0, +1, -1, +2, -2, ...: a bin's points fan out from the centre line, the fullest bin widest.
+    side = np.where(rank % 2 == 0, 1, -1) * ((rank + 1) // 2)
+    return side * half_width / max(counts.max() / 2, 1)
+
+
+def _colour_scale(values: np.ndarray) -> np.ndarray:
+    """Feature values mapped to 0..1 between their 5th and 95th percentile (NaN stays NaN)."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return values
+    low, high = np.percentile(finite, [5, 95])
+    if high <= low:
+        low, high = finite.min(), finite.max()
+    if high <= low:
+        return np.where(np.isfinite(values), 0.5, np.nan)
+    return np.clip((values - low) / (high - low), 0, 1)
+
+
+def _plot_shap_summary(explanation: Explanation, title: str) -> Figure:
+    """Beeswarm of the top fields by mean |SHAP|: one dot per row, coloured by the row's value."""
+    contributions = explanation.contributions
+    mean = np.abs(contributions).mean(axis=0)
+    top = np.argsort(-mean, kind="stable")[:TOP_SHAP_FIELDS][::-1]  # largest drawn last, at the top
+    figure = _new_figure((8.0, max(3.0, 0.38 * len(top) + 1.5)))
+    ax = figure.add_subplot()
+    image = None
+    for position, j in enumerate(top):
+        x = contributions[:, j]
+        y = position + _swarm_offsets(x)
+        colour = _colour_scale(explanation.values[:, j])
+        known = np.isfinite(colour)
+        ax.scatter(x[~known], y[~known], s=5, color="#9a9a9a", alpha=0.6, linewidths=0, rasterized=True)
+        image = ax.scatter(
+            x[known],
+            y[known],
+            s=5,
+            c=colour[known],
+            cmap="coolwarm",
+            vmin=0,
+            vmax=1,
+            alpha=0.8,
+            linewidths=0,
+            rasterized=True,
+        )
+    ax.axvline(0.0, color="grey", linewidth=0.8)
+    ax.set_yticks(range(len(top)), [explanation.fields[j] for j in top])
+    ax.set(
+        xlabel="SHAP value (contribution to the log-odds; > 0 raises the score)",
+        title=f"{title}: SHAP summary, {len(contributions):,} rows",
+        ylim=(-0.7, len(top) - 0.3),
+    )
+    if image is not None:
+        bar = figure.colorbar(image, ax=ax, ticks=[0, 1], aspect=40)
+        bar.ax.set_yticklabels(["low", "high"])
+        bar.set_label("Feature value (grey: missing or a category)")
+    return figure
+
+
 def write_plots(
     y_true: Any,
     proba: Any,
@@ -206,8 +277,10 @@ def write_plots(
     importance: pd.Series | None,
     out_dir: Path,
     title: str,
+    explanation: Explanation | None = None,
 ) -> dict[str, Path]:
-    """Write roc, precision_recall, calibration, confusion_matrix and feature_importance PNGs to out_dir."""
+    """Write roc, precision_recall, calibration, confusion_matrix, feature_importance and shap_summary
+    PNGs to out_dir (the last two when there is an importance, an explanation)."""
     y, p = _checked(y_true, proba)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -219,6 +292,8 @@ def write_plots(
     }
     if importance is not None and not importance.dropna().empty:
         builders["feature_importance"] = lambda: _plot_importance(importance, title)
+    if explanation is not None and explanation.contributions.size:
+        builders["shap_summary"] = lambda: _plot_shap_summary(explanation, title)
     return {name: _save(build(), out_dir / f"{name}.png") for name, build in builders.items()}
 
 
@@ -237,11 +312,15 @@ def evaluate(
     importance: pd.Series | None,
     out_dir: Path,
     title: str,
+    explanation: Explanation | None = None,
 ) -> EvaluationResult:
-    """Compute the metrics and write metrics.json plus the plots into out_dir (created if missing)."""
+    """Compute the metrics and write metrics.json plus the plots into out_dir (created if missing).
+
+    `explanation` (TreeSHAP values of test rows, explain.explain_rows) adds the SHAP summary plot.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics = compute_metrics(y_true, proba, threshold)
-    plots = write_plots(y_true, proba, threshold, importance, out_dir, title)
+    plots = write_plots(y_true, proba, threshold, importance, out_dir, title, explanation)
     metrics_path = _write_json(metrics, out_dir / METRICS_FILE)
     return EvaluationResult(metrics=metrics, plots=plots, metrics_path=metrics_path)

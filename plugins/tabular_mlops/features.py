@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,14 +40,15 @@ def read_sql_folder(folder: Path) -> dict[str, str]:
     return _dependency_order(texts)
 
 
+def mentioned(sql: str, names: Iterable[str]) -> set[str]:
+    """The names a SQL text reads: comments do not count (a file may say "feeds features")."""
+    code = re.sub(r"--[^\n]*|/\*.*?\*/", " ", sql, flags=re.S)
+    return {name for name in names if re.search(rf"\b{name}\b", code)}
+
+
 def _dependency_order(texts: dict[str, str]) -> dict[str, str]:
     """Order views so each runs after the views it mentions; stable by name otherwise."""
-    # Comments do not create dependencies: a file may say "feeds features" without reading it.
-    code = {name: re.sub(r"--[^\n]*|/\*.*?\*/", " ", sql, flags=re.S) for name, sql in texts.items()}
-    mentions = {
-        name: {other for other in texts if other != name and re.search(rf"\b{other}\b", code[name])}
-        for name in texts
-    }
+    mentions = {name: mentioned(sql, set(texts) - {name}) for name, sql in texts.items()}
     ordered: dict[str, str] = {}
     while len(ordered) < len(texts):
         ready = sorted(n for n in texts if n not in ordered and mentions[n] <= set(ordered))
@@ -58,8 +60,23 @@ def _dependency_order(texts: dict[str, str]) -> dict[str, str]:
     return ordered
 
 
-def run_feature_sql(con: Any, sql: dict[str, str]) -> Any:
-    """Create every view in order on an open DuckDB connection; return the `features` relation."""
+def view_closure(sql: dict[str, str], view: str) -> dict[str, str]:
+    """The views `view` needs (itself last), in run order: one part of the feature SQL on its own.
+
+    The online store runs the history part over the history tables alone, and serving runs the
+    application part over the request's record alone, with the very text of the full SQL."""
+    if view not in sql:
+        raise FeatureBuildError(f"{view}.sql is missing from the feature SQL ({', '.join(sql)})")
+    needed, todo = {view}, [view]
+    while todo:
+        found = mentioned(sql[todo.pop()], set(sql) - needed)
+        needed |= found
+        todo.extend(found)
+    return {name: text for name, text in sql.items() if name in needed}
+
+
+def run_feature_sql(con: Any, sql: dict[str, str], final: str = FINAL_VIEW) -> Any:
+    """Create every view in order on an open DuckDB connection; return the `final` view's relation."""
     import duckdb
 
     for name, text in sql.items():
@@ -68,9 +85,9 @@ def run_feature_sql(con: Any, sql: dict[str, str]) -> Any:
         except duckdb.Error as exc:
             raise FeatureBuildError(f"{name}.sql: {exc}") from exc
     try:
-        return con.sql(f"select * from {FINAL_VIEW}")  # noqa: S608 - FINAL_VIEW is a constant
+        return con.sql(f"select * from {final}")  # noqa: S608 - a view name of the checked SQL
     except duckdb.Error as exc:
-        raise FeatureBuildError(f"{FINAL_VIEW}.sql: {exc}") from exc
+        raise FeatureBuildError(f"{final}.sql: {exc}") from exc
 
 
 def bind_frames(con: Any, frames: dict[str, Any]) -> None:
@@ -102,18 +119,19 @@ class FeatureSession:
     keep one per thread.
     """
 
-    def __init__(self, sql: dict[str, str], frames: dict[str, Any]) -> None:
+    def __init__(self, sql: dict[str, str], frames: dict[str, Any], final: str = FINAL_VIEW) -> None:
         import duckdb
 
+        self.final = final
         self.con = duckdb.connect()
         self.con.execute("SET enable_progress_bar = false")
         bind_frames(self.con, frames)  # the views bind to these names; later frames replace them
-        run_feature_sql(self.con, sql)
+        run_feature_sql(self.con, sql, final)
 
     def run(self, frames: dict[str, Any]) -> Any:
-        """The `features` view over these frames, as pandas."""
+        """The final view over these frames, as pandas."""
         bind_frames(self.con, frames)
-        return self.con.sql(f"select * from {FINAL_VIEW}").df()  # noqa: S608 - FINAL_VIEW is a constant
+        return self.con.sql(f"select * from {self.final}").df()  # noqa: S608 - a checked view name
 
 
 @dataclass

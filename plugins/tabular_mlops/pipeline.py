@@ -94,6 +94,12 @@ def run_training_chain(
     trained = train_candidate(
         config, Path(str(report.interim_dir)), built.path, origin=origin, progress=say, register=not dry_run
     )
+    if config.features.online and not dry_run:
+        from tabular_mlops.materialize import after_training
+
+        stored = after_training(config.name, str(report.interim_dir), trained.version)
+        count = stored.get("entities")
+        say(f"online store: {stored['skipped']}" if count is None else f"online store: {count:,} entities")
     # The stages after training only talk to the registry and are safe to repeat: like Airflow's
     # task retries, a registry that is down for a moment is waited out instead of failing the run.
     summary = faults.retry_transient(

@@ -49,10 +49,30 @@ def evaluation_dir(config: ModelConfig, run_id: str) -> Path:
     return settings.reports_dir() / "evaluation" / config.name / run_id
 
 
-def _score(name: str, version: str | None, rows: pd.DataFrame, run_id: str = "") -> np.ndarray:
+def _load(name: str, version: str | None, run_id: str = "") -> Any:
     # A dry run's candidate is no version: it loads from its run, under the run's signature.
-    model = signing.load_verified(name, version) if version else signing.load_verified_run(name, run_id)
+    return signing.load_verified(name, version) if version else signing.load_verified_run(name, run_id)
+
+
+def _score(model: Any, rows: pd.DataFrame) -> np.ndarray:
     return np.asarray(model.predict(signature_frame(rows))["probability"], dtype=float)
+
+
+def _score_production(
+    config: ModelConfig, name: str, version: str | None, rows: pd.DataFrame, y: np.ndarray
+) -> tuple[np.ndarray | None, dict[str, float], str | None]:
+    """(probabilities, metrics, why it could not be scored) of the production version on the rows."""
+    from tabular_mlops.evaluation import compute_metrics
+
+    if version is None:
+        return None, {}, None
+    try:
+        production = _score(_load(name, version), rows)
+        return production, compute_metrics(y, production, config.model.threshold), None
+    except Exception as exc:  # noqa: BLE001 - any failure to score production fails the gate closed
+        if faults.is_transient(exc):
+            raise  # a registry or object store down for a moment: retry, never refuse for it
+        return None, {}, faults.describe(exc)
 
 
 def evaluate_candidate(config: ModelConfig, run_id: str, version: str | None) -> dict[str, Any]:
@@ -62,30 +82,33 @@ def evaluate_candidate(config: ModelConfig, run_id: str, version: str | None) ->
     """
     import mlflow
 
-    from tabular_mlops.evaluation import compute_metrics, evaluate
+    from tabular_mlops.evaluation import evaluate
+    from tabular_mlops.explain import explain_rows
+    from tabular_mlops.modeling import train_threads
 
     work = work_dir_for(config, run_id)
     rows = pd.read_parquet(work / TEST_ROWS)
     y = rows.pop(LABEL).to_numpy()
     name = tracking.registered_name(config.model.registered_name)
     tracking.configure()
-    candidate = _score(name, version, rows, run_id)
+    candidate_model = _load(name, version, run_id)
+    candidate = _score(candidate_model, rows)
+    # The candidate's TreeSHAP values on (a sample of) the test rows: summary plot, model card.
+    explanation = explain_rows(candidate_model.unwrap_python_model(), config, rows, threads=train_threads())
     production_version = registry.alias_version(name, registry.PRODUCTION)
-    production: np.ndarray | None = None
-    production_error = None
-    production_metrics: dict[str, float] = {}
-    if production_version is not None:
-        try:
-            production = _score(name, production_version, rows)
-            production_metrics = compute_metrics(y, production, config.model.threshold)
-        except Exception as exc:  # noqa: BLE001 - any failure to score production fails the gate closed
-            if faults.is_transient(exc):
-                raise  # a registry or object store down for a moment: retry, never refuse for it
-            production_error = faults.describe(exc)
+    production, production_metrics, production_error = _score_production(
+        config, name, production_version, rows, y
+    )
     importance = pd.read_parquet(work / "importance.parquet")["importance"]
     out = evaluation_dir(config, run_id)
     result = evaluate(
-        y, candidate, config.model.threshold, importance, out, f"{config.name} {_label(version)}"
+        y,
+        candidate,
+        config.model.threshold,
+        importance,
+        out,
+        f"{config.name} {_label(version)}",
+        explanation,
     )
     scores = pd.DataFrame({LABEL: y, "candidate": candidate})
     if production is not None:
@@ -103,6 +126,8 @@ def evaluate_candidate(config: ModelConfig, run_id: str, version: str | None) ->
         "production_metrics": production_metrics,
         "production_error": production_error,
         "report_dir": str(out),
+        "drivers": explanation.drivers(),
+        "drivers_rows": len(explanation.contributions),
     }
     (work / EVALUATION).write_text(json.dumps(summary, indent=2, default=str))
     with mlflow.start_run(run_id=run_id):
@@ -282,8 +307,28 @@ def model_card(config: ModelConfig, summary: dict[str, Any], verdict: dict[str, 
         lines.append(f"| {check['name']} | {value} | {bound} | {result} |")
     details = [f"- {c['name']}: {c['detail']}" for c in verdict["checks"] if c.get("detail")]
     lines += ["", *details]
-    lines += ["", "Plots: `evaluation/` artifacts of the run (ROC, PR, calibration, confusion, importance)."]
+    lines += _driver_rows(summary)
+    plots = "ROC, PR, calibration, confusion, importance, SHAP summary"
+    lines += ["", f"Plots: `evaluation/` artifacts of the run ({plots})."]
     return "\n".join(lines) + "\n"
+
+
+def _driver_rows(summary: dict[str, Any]) -> list[str]:
+    """The global top drivers (mean |TreeSHAP| on test rows) as a markdown table; [] without them."""
+    drivers = summary.get("drivers") or []
+    if not drivers:
+        return []
+    rows = summary.get("drivers_rows")
+    lines = [
+        "",
+        f"## Top drivers (mean |SHAP| in log-odds over {rows:,} test rows)" if rows else "## Top drivers",
+        "| # | field | meaning | mean abs SHAP |",
+        "| ---: | --- | --- | ---: |",
+    ]
+    for rank, driver in enumerate(drivers, start=1):
+        meaning = str(driver["description"]).replace("|", "/")  # a pipe would split the cell
+        lines.append(f"| {rank} | `{driver['field']}` | {meaning} | {driver['mean_abs_shap']:.4f} |")
+    return lines
 
 
 def model_card_of(config: ModelConfig, run_id: str) -> str:

@@ -252,6 +252,11 @@ def tables_to_read(config: ModelConfig) -> list[str]:
     return [entity] + [t for t in config.data.tables if t not in (entity, label_table)]
 
 
+def find_file(config: ModelConfig, table: str, files: list[str]) -> str | None:
+    """The file of a table among a location's files, if it is there."""
+    return _find_file(config.data.tables[table], table, files)
+
+
 def _find_file(spec: TableSpec, table: str, files: list[str]) -> str | None:
     """The partition file of a table: its CSV name, else `<stem>.parquet` or `<table>.parquet`."""
     for name in (spec.file, f"{Path(spec.file).stem}.parquet", f"{table}.parquet"):
@@ -281,6 +286,40 @@ class TableInput:
             "reject_reasons": o.quarantine_reasons,
             "warnings": o.warnings,
         }
+
+
+def find_tables(config: ModelConfig, location: str, files: list[str], tables: list[str]) -> dict[str, str]:
+    """{table: file name} of the tables a partition must hold; ScoringError naming a missing one."""
+    found: dict[str, str] = {}
+    for table in tables:
+        spec = config.data.tables[table]
+        name = _find_file(spec, table, files)
+        if name is None:
+            raise ScoringError(
+                f"{location}: table {table} not found (expected {spec.file} or "
+                f"{Path(spec.file).stem}.parquet); the partition holds {', '.join(files)}"
+            )
+        found[table] = name
+    return found
+
+
+def load_tables(
+    config: ModelConfig, location: str, found: dict[str, str], work: Path, say: Progress
+) -> tuple[list[TableInput], dict[str, Path]]:
+    """Row rules over each found table: (their records, typed parquet per table); rejects in work."""
+    inputs: list[TableInput] = []
+    typed: dict[str, Path] = {}
+    rejects: list[tuple[str, Path]] = []
+    for table, name in found.items():
+        source = storage.join(location, name)
+        local = storage.local_path(source, work / "input", config.data.aws_conn_id)
+        record, typed[table], rejected = _load_table(table, config.data.tables[table], local, source, work)
+        inputs.append(record)
+        rejects.append((table, rejected))
+        read, rejected_rows = record.outcome.rows_read, record.outcome.rows_quarantined
+        say(f"{table}: {read:,} rows read, {rejected_rows:,} rejected")
+    _merge_rejects(rejects, work / REJECTS)
+    return inputs, typed
 
 
 def _load_table(
@@ -401,34 +440,12 @@ def prepare(
         raise PartitionMissing(
             f"{input_location}: no input files (partition missing or empty); nothing scored"
         )
-    found: dict[str, str] = {}
-    for table in tables_to_read(config):
-        spec = config.data.tables[table]
-        name = _find_file(spec, table, files)
-        if name is None:
-            raise ScoringError(
-                f"{input_location}: table {table} not found (expected {spec.file} or "
-                f"{Path(spec.file).stem}.parquet); the partition holds {', '.join(files)}"
-            )
-        found[table] = name
+    found = find_tables(config, input_location, files, tables_to_read(config))
     # Claimed before the first write, so the deletes of a failed or finished run pass the same check.
     storage.claim(staging, STAGING_ENTRIES, conn)
     work = Path(tempfile.mkdtemp(prefix="mlops-prepare-"))
     try:
-        inputs: list[TableInput] = []
-        typed: dict[str, Path] = {}
-        rejects: list[tuple[str, Path]] = []
-        for table, name in found.items():
-            location = storage.join(input_location, name)
-            local = storage.local_path(location, work / "input", conn)
-            record, typed[table], rejected = _load_table(
-                table, config.data.tables[table], local, location, work
-            )
-            inputs.append(record)
-            rejects.append((table, rejected))
-            read, rejected_rows = record.outcome.rows_read, record.outcome.rows_quarantined
-            say(f"{table}: {read:,} rows read, {rejected_rows:,} rejected")
-        _merge_rejects(rejects, work / REJECTS)
+        inputs, typed = load_tables(config, input_location, found, work, say)
         storage.upload(work / REJECTS, storage.join(staging, REJECTS), conn)
         too_many = [
             f"{r.table}: {r.outcome.rows_quarantined:,} of {r.outcome.rows_read:,} rows rejected"
@@ -569,6 +586,32 @@ class _Shadow:
         return {"version": self.pinned.challenger, "left_out": self.left_out}
 
 
+def _reason_writer(config: ModelConfig, model: Any) -> Callable[[Any], dict[str, Any]] | None:
+    """reason_1..reason_k of a batch (`scoring.explain_top_k`), None when k is 0.
+
+    TreeSHAP through the pinned pyfunc's own classifier: its feature step, encoder and trees.
+    """
+    k = config.scoring.explain_top_k
+    if not k:
+        return None
+    import pandas as pd
+
+    from tabular_mlops.explain import explainer_for, reason_columns
+    from tabular_mlops.modeling import train_threads
+    from tabular_mlops.training import signature_frame
+
+    classifier = model.unwrap_python_model()
+    # A task's thread budget, as training's (MLOPS_TRAIN_THREADS): serving's one thread is for requests.
+    explainer = explainer_for(classifier, config, threads=train_threads())
+
+    def reasons(frame: Any) -> dict[str, Any]:
+        columns = reason_columns(classifier, explainer, signature_frame(frame), k)
+        # Typed as text: a batch whose reason_k is all empty must not write a null-typed column.
+        return {name: pd.array(texts, dtype="string") for name, texts in columns.items()}
+
+    return reasons
+
+
 def score_chunk(
     config: ModelConfig,
     pinned: PinnedModel,
@@ -600,6 +643,7 @@ def score_chunk(
         *((challenger, None) if challenger is not None else load_challenger(config, pinned, model)),
     )
     key = config.features.entity_key
+    explain = _reason_writer(config, model)
     work = Path(tempfile.mkdtemp(prefix="mlops-score-"))
     try:
         local = storage.download(chunk["uri"], work / "chunk.parquet", conn)
@@ -625,6 +669,8 @@ def score_chunk(
                     "run_id": run_id,
                 }
             )
+            if explain is not None:
+                scored = scored.assign(**explain(frame))
             table = pa.Table.from_pandas(scored, preserve_index=False)
             if writer is None:
                 writer = pq.ParquetWriter(out, table.schema)
@@ -663,6 +709,7 @@ def _empty_predictions(config: ModelConfig) -> Any:
             ("model_version", pa.string()),
             ("scored_at", pa.timestamp("ns", tz="UTC")),
             ("run_id", pa.string()),
+            *[(f"reason_{i + 1}", pa.string()) for i in range(config.scoring.explain_top_k)],
         ]
     )
 

@@ -87,6 +87,9 @@ def test_credit_risk_waits_for_a_human_between_gate_and_promote(dagbag: dict) ->
     assert upstream["approval_needed"] == ["gate"]
     assert upstream["approve"] == ["approval_needed"]
     assert "approve" in upstream["promote"] and "gate" in upstream["promote"]
+    # The online store gets the candidate's history features beside evaluation, off the gate's path.
+    assert sorted(upstream["materialize"]) == ["data_ingest", "train"]
+    assert "materialize" not in dagbag["dags"]["churn_training"]["tasks"]
     assert {"approve", "promote"} <= set(upstream["record_answer"])
 
 
@@ -143,7 +146,11 @@ def test_new_model_by_yaml_alone_gets_its_dag(tmp_path: Path) -> None:
 @pytest.mark.parametrize("model", ["churn", "credit_risk"])
 def test_batch_scoring_dag_shape(dagbag: dict, model: str) -> None:
     dag = dagbag["dags"][f"{model}_batch_scoring"]
-    assert dag["tasks"] == ["locate", "pin_model", "wait_for_partition", "prepare", "score_chunk", "publish"]
+    tasks = ["locate", "pin_model", "wait_for_partition", "prepare", "score_chunk", "publish"]
+    # A model with an online store upserts the partition's history features after publishing.
+    assert dag["tasks"] == tasks + (["materialize"] if model == "credit_risk" else [])
+    if model == "credit_risk":
+        assert "publish" in dag["upstream"]["materialize"]
     assert dag["schedule"] == "0 2 * * *"  # schedules.scoring of defaults.yaml, UTC
     assert dag["catchup"] is False and dag["doc_md"]
 

@@ -60,13 +60,11 @@ def _wait_ready(url: str, process: subprocess.Popen, timeout: float = 120) -> No
     raise AssertionError(f"{url} not ready in {timeout}s")
 
 
-@pytest.fixture(scope="module")
-def service(production_models: dict) -> Iterator[str]:
-    """The service on a free port with an API key, reloading aliases every second."""
+@contextlib.contextmanager
+def running_service(extra_env: dict[str, str]) -> Iterator[str]:
+    """gunicorn on a free port with this environment, ready; yields its URL, stops it after."""
     port = free_port()
-    process = _start(
-        port, {"SERVING_API_KEY": API_KEY, "SERVING_RELOAD_SECONDS": "1", "SERVING_MAX_RECORDS": "50"}
-    )
+    process = _start(port, extra_env)
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(url, process)
@@ -74,6 +72,15 @@ def service(production_models: dict) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def service(production_models: dict) -> Iterator[str]:
+    """The service on a free port with an API key, reloading aliases every second."""
+    with running_service(
+        {"SERVING_API_KEY": API_KEY, "SERVING_RELOAD_SECONDS": "1", "SERVING_MAX_RECORDS": "50"}
+    ) as url:
+        yield url
 
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -161,7 +168,7 @@ def test_credit_risk_scores_an_application_with_its_history(service: str, home_c
     alone = httpx.post(
         f"{service}/v1/models/credit_risk/predict", json={"application": body[0]["application"]}, headers=AUTH
     )
-    assert alone.status_code == 200  # history is optional
+    assert alone.status_code == 200  # no history sent: the online store has it (the chain materialised)
 
 
 def test_credit_records_with_clashing_ids_score_as_if_alone(service: str, home_credit_raw: Path) -> None:
@@ -561,3 +568,17 @@ def test_a_registry_lost_while_loading_a_newer_version_reads_unreachable_and_kee
     assert store.registry["reachable"] is False
     store.refresh()  # back: the loaded version is production again and the error clears
     assert "churn" not in store.errors and store.registry["reachable"] is True
+
+
+def test_churn_decisions_carry_their_reasons_through_the_same_code(service: str, telco_raw: Path) -> None:
+    records = _telco_records(telco_raw, 3)
+    response = httpx.post(
+        f"{service}/v1/models/churn/predict", params={"explain": 2}, json=records, headers=AUTH, timeout=30
+    )
+    assert response.status_code == 200, response.text[:2000]
+    for prediction in response.json()["predictions"]:
+        assert len(prediction["reasons"]) == 2 and "history_source" not in prediction
+        first, second = prediction["reasons"]
+        assert abs(first["contribution"]) >= abs(second["contribution"]) > 0
+        assert first["description"] and first["description"] != first["field"]  # plain words, not the name
+        assert first["direction"] == ("raises risk" if first["contribution"] > 0 else "lowers risk")

@@ -14,6 +14,7 @@ import base64
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -50,6 +51,8 @@ def unreachable_services() -> list[str]:
                 missing.append("Redis at 127.0.0.1:6379 (no PONG)")
     except OSError as exc:
         missing.append(f"Redis at 127.0.0.1:6379 ({exc})")
+    if shutil.which("redis-server") is None:  # the online store runs one of its own
+        missing.append("redis-server on PATH (the online store)")
     return missing
 
 
@@ -85,6 +88,7 @@ class Stack:
         }
     )
     signing_key: str = field(default_factory=lambda: secrets.token_hex(32))
+    online_password: str = field(default_factory=lambda: secrets.token_hex(16))
     # The registry webhook's HMAC secret, and the key MLflow encrypts it with (kept across restarts).
     webhook_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     webhook_key: str = field(
@@ -158,6 +162,33 @@ class Stack:
                 pass
 
     # --- the services -------------------------------------------------------------------
+
+    def start_online_store(self) -> str:
+        """A Redis of its own with a password (as compose's online-store), on a free port."""
+        import redis
+
+        self.ports["online_store"] = free_port()
+        conf = self.root / "online-store.conf"
+        conf.write_text(
+            f"port {self.ports['online_store']}\nbind 127.0.0.1\nrequirepass {self.online_password}\n"
+            f'save ""\nappendonly no\nmaxmemory-policy noeviction\ndir {self.root}\n'
+        )
+        conf.chmod(0o600)
+        self.start("online-store", [shutil.which("redis-server") or "redis-server", str(conf)], self.env())
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                redis.Redis.from_url(self.online_store_url).ping()
+                return self.online_store_url
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    @property
+    def online_store_url(self) -> str:
+        """MLOPS_ONLINE_STORE_URL of the workers and serving."""
+        return f"redis://:{self.online_password}@127.0.0.1:{self.ports['online_store']}/0"
 
     def start_s3(self) -> str:
         """moto's S3 server (MinIO's stand-in) with the buckets of the compose file."""
@@ -304,6 +335,7 @@ class Stack:
             "MLOPS_DATA_DIR": str(self.root / "data"),
             "MLOPS_REPORTS_DIR": str(self.root / "reports"),
             "MLOPS_CONFIG_DIR": str(self.config_dir),
+            "MLOPS_ONLINE_STORE_URL": self.online_store_url,
             "GX_ANALYTICS_ENABLED": "false",
         }
 
@@ -365,6 +397,7 @@ class Stack:
             "AIRFLOW_CONN_AWS_DEFAULT": self.aws_connection(),
             "AIRFLOW_HOME": str(self.root / "serving-airflow"),  # the S3 hook's Airflow, not ~/airflow
             "SERVING_SHADOW_FLUSH_SECONDS": "2",
+            "MLOPS_ONLINE_STORE_URL": self.online_store_url,
         }
         command = [str(BIN / "gunicorn"), "-c", "serving/gunicorn.conf.py", "serving.app:app"]
         process = self.start("serving", command, env)

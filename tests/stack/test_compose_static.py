@@ -47,6 +47,7 @@ SECRETS = {
     "SERVING_API_KEY",
     "MLOPS_WEBHOOK_SECRET",
     "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY",
+    "ONLINE_STORE_PASSWORD",
 }
 DOCKERFILES = {"Dockerfile", "serving/Dockerfile", "docker/mlflow/Dockerfile"}
 # Not part of the repository's sources: generated data, environments, caches.
@@ -250,7 +251,8 @@ def test_the_stack_refuses_to_start_without_each_secret(raw: dict, example: dict
 
 
 def test_services_of_the_celery_stack_are_present(compose: dict) -> None:
-    expected = {"postgres", "redis", "mlflow", "minio", "serving", "mailpit"} | AIRFLOW_SERVICES | ONE_SHOT
+    expected = {"postgres", "redis", "online-store", "mlflow", "minio", "serving", "mailpit"}
+    expected |= AIRFLOW_SERVICES | ONE_SHOT
     assert expected <= set(compose["services"])
     for name in AIRFLOW_SERVICES:
         env = compose["services"][name]["environment"]
@@ -992,3 +994,17 @@ def test_each_policy_rule_catches_its_breach() -> None:
         "'s3:PutObject'] on arn:aws:s3:::mlflow/*" in _policy_findings(other, "lake")
     )
     assert len(_policy_findings(lifecycle, "lake")) == 1
+
+
+def test_the_online_store_is_wired_for_workers_and_serving_with_its_password_off_argv(compose: dict) -> None:
+    services = compose["services"]
+    store = services["online-store"]
+    password = store["environment"]["ONLINE_STORE_PASSWORD"]
+    assert password and "ports" not in store  # reachable on the compose network only
+    script = " ".join(store["command"])
+    assert password not in script and "appendonly yes" in script and "noeviction" in script
+    assert store["environment"]["REDISCLI_AUTH"] == password  # the health check authenticates
+    for name in ("airflow-worker", "serving"):
+        url = services[name]["environment"]["MLOPS_ONLINE_STORE_URL"]
+        assert url == f"redis://:{password}@online-store:6379/0", name
+        assert services[name]["depends_on"]["online-store"]["condition"] == "service_healthy", name

@@ -78,6 +78,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     saved = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
     try:
         native.start_s3()
+        native.start_online_store()
         native.start_mlflow()
         native.grant_registry_access(configs)
         os.environ.update(native.mlflow_credentials("admin"))
@@ -184,6 +185,8 @@ def test_training_dags_triggered_over_rest_register_and_promote_both_models(stac
     assert "credit-risk-oncall@example.com" in request["To"]
     assert f"{native.url('airflow')}/dags/credit_risk_training/runs/" in _body(request), _body(request)
     assert answer["approval"]["comment"] == "reviewed the card" and answer["approval"]["responded_at"]
+    # credit_risk's history features went to the online store, computed with the version's SQL.
+    assert api.task_states("credit_risk_training", runs["credit_risk"])["materialize"][0] == "success"
 
 
 def test_a_rejected_credit_risk_candidate_moves_nothing_and_the_answer_is_kept(stack: dict) -> None:
@@ -340,6 +343,26 @@ def test_serving_scores_over_http_with_the_registry_behind_the_tracking_server(s
     assert response.status_code == 200, response.text
     production = _mlflow(native).get_model_version_by_alias("churn-classifier", "production").version
     assert response.json()["model_version"] == str(production)
+    # credit_risk by applicant id: the application alone, its history from the online store the
+    # training run materialised, with the top three reasons of the decision.
+    applications = pd.read_csv(stack["raw"]["credit_risk"] / "application_train.csv", nrows=200)
+    bureau = pd.read_csv(stack["raw"]["credit_risk"] / "bureau.csv", usecols=["SK_ID_CURR"])
+    known = applications[applications["SK_ID_CURR"].isin(bureau["SK_ID_CURR"])].drop(columns="TARGET")
+    application = {
+        k: (None if pd.isna(v) else v) for k, v in known.head(1).to_dict(orient="records")[0].items()
+    }
+    response = httpx.post(
+        f"{url}/v1/models/credit_risk/predict?explain=3",
+        json={"application": application},
+        headers=auth,
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    [prediction] = response.json()["predictions"]
+    assert prediction["history_source"] == "online_store" and prediction["features_as_of"]
+    assert len(prediction["reasons"]) == 3 and all(r["description"] for r in prediction["reasons"])
+    health = httpx.get(f"{url}/health", timeout=10).json()["online_store"]["credit_risk"]
+    assert health["reachable"] and health["materialized"] and health["entities"] > 1000
 
 
 def test_a_worker_killed_mid_training_is_replaced_and_the_run_registers_one_version(stack: dict) -> None:

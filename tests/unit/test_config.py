@@ -93,6 +93,9 @@ def _set(path: str, value: Any) -> Any:
             "not a valid regular expression",
         ),
         (_set("features.sql_dir", "../../etc"), "features.sql_dir", "under include/sql/"),
+        (_set("features.descriptions", "../x.csv"), "features.descriptions", "under include/descriptions/"),
+        (_set("scoring.explain_top_k", 21), "scoring.explain_top_k", "less than or equal to 20"),
+        (_set("scoring.explain_top_k", -1), "scoring.explain_top_k", "greater than or equal to 0"),
         (_set("model.learning_rate", 0.1), "model.learning_rate", "Extra inputs are not permitted"),
         (_set("split.test_size", 0), "split.test_size", "greater than 0"),
         (

@@ -1,10 +1,10 @@
--- features: the credit_risk feature table, one row per application (SK_ID_CURR): the staged
--- application columns (real names, categoricals as VARCHAR) plus every per-applicant aggregate.
--- Applicants without a history in a source get NULLs for that source's columns.
+-- features: the credit_risk feature table, one row per application (SK_ID_CURR): the
+-- application-level part (stg_application: the staged application columns, real names,
+-- categoricals as VARCHAR, plus row-level ratios) joined to the history-level part
+-- (history_features: every per-applicant aggregate of the history tables).
+-- Applicants without a history get NULLs for those columns. The config names both parts
+-- (features.application_view, features.history_view): serving computes the first from the
+-- request and takes the second from the online store.
 select *
 from stg_application as application
-left join agg_bureau as bureau using (SK_ID_CURR)
-left join agg_previous_application as previous using (SK_ID_CURR)
-left join agg_pos_cash_balance as pos_cash using (SK_ID_CURR)
-left join agg_installments_payments as installments using (SK_ID_CURR)
-left join agg_credit_card_balance as credit_card using (SK_ID_CURR)
+left join history_features as history using (SK_ID_CURR)
