@@ -88,9 +88,9 @@ bench-materialize: $(STAMP)
 bench-train: $(STAMP)
 	$(BIN)/python benchmarks/bench_train.py --rows $(if $(filter 307511,$(ROWS)),20000,$(ROWS)) --json benchmarks/train.json
 
-## Serving latency and throughput, the bundle beside `mlflow models serve` (needs wrk on PATH)
+## Serving latency and throughput, the bundle beside `mlflow models serve` (needs wrk; OLD=<worktree> adds an older commit)
 bench-serving: $(STAMP)
-	$(BIN)/python benchmarks/bench_serving.py --json benchmarks/serving.json
+	$(BIN)/python benchmarks/bench_serving.py $(if $(OLD),--old $(OLD) --no-shadow) --json benchmarks/serving.json
 
 ## Worker RSS under 20 concurrent 100 MB uploads (unauthenticated, and authenticated but oversized)
 bench-uploads: $(STAMP)

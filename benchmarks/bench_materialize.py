@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import random
-import secrets
 import shutil
 import tempfile
 import time
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench_home_credit import run_phase
+from bench_scoring import forget_online_keys, scratch_environment
 from tabular_mlops.config import get_model_config
 from tabular_mlops.generators.home_credit import generate_home_credit
 
@@ -98,15 +98,6 @@ def _redis_memory() -> int:
     return int(connect().info("memory")["used_memory"])
 
 
-def _forget(prefix: str) -> None:
-    from tabular_mlops.online_store import connect
-
-    client = connect()
-    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-    if keys:
-        client.unlink(*keys)
-
-
 def main() -> None:
     """Generate (or reuse), type, materialise and read; print and save the figures."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -115,8 +106,7 @@ def main() -> None:
     parser.add_argument("--json", default=None, help="also write the figures to this file")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-materialize-"))
-    prefix = f"bench-{secrets.token_hex(4)}:online"
-    os.environ["MLOPS_ONLINE_STORE_PREFIX"] = prefix  # the spawned phases inherit it
+    scratch_environment(work)  # the online store's keys under a prefix of its own; spawned phases inherit it
     raw = Path(args.raw) if args.raw else work / "raw"
     generated = None
     try:
@@ -137,7 +127,7 @@ def main() -> None:
             "cpus": os.cpu_count(),
         }
     finally:
-        _forget(prefix)
+        forget_online_keys()
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(figures))
     if args.json:

@@ -19,7 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from bench_home_credit import run_phase
-from bench_scoring import _score, _train_and_promote, scratch_environment, stage_credit_partition
+from bench_scoring import (
+    _score,
+    _train_and_promote,
+    forget_online_keys,
+    scratch_environment,
+    stage_credit_partition,
+)
 from tabular_mlops.config import get_model_config
 from tabular_mlops.generators.home_credit import generate_home_credit
 
@@ -69,6 +75,7 @@ def main() -> None:
         if args.json:
             Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     finally:
+        forget_online_keys()
         shutil.rmtree(work, ignore_errors=True)
 
 

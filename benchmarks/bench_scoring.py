@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shutil
 import tempfile
 import time
@@ -45,15 +46,31 @@ def _setup(work: str) -> dict[str, Any]:
 
 
 def scratch_environment(work: Path) -> None:
-    """Point MLflow and the bundle's data and report folders into a throw-away work folder."""
+    """Point MLflow, the bundle's data and report folders and the online store's keys (training
+    credit_risk materialises) into throw-away places; forget_online_keys() deletes the keys."""
     os.environ.update(
         {
             "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
             "MLOPS_MLFLOW_DIR": str(work),
             "MLOPS_DATA_DIR": str(work / "data"),
             "MLOPS_REPORTS_DIR": str(work / "reports"),
+            "MLOPS_ONLINE_STORE_PREFIX": f"bench-{secrets.token_hex(4)}:online",
         }
     )
+
+
+def forget_online_keys() -> None:
+    """Delete the keys this benchmark wrote to the online store (nothing when none is running)."""
+    from tabular_mlops.online_store import connect
+
+    prefix = os.environ["MLOPS_ONLINE_STORE_PREFIX"]
+    try:
+        client = connect()
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        if keys:
+            client.unlink(*keys)
+    except Exception as exc:  # a benchmark's cleanup: say so, do not hide the figures
+        print(f"could not delete the online store keys under {prefix}: {exc}")
 
 
 def stage_credit_partition(raw: Path, target: Path) -> None:
@@ -107,6 +124,7 @@ def main() -> None:
         if args.json:
             Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
     finally:
+        forget_online_keys()
         shutil.rmtree(work, ignore_errors=True)
 
 

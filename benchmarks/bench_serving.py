@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from bench_scoring import _train_and_promote, scratch_environment
+from bench_scoring import _train_and_promote, forget_online_keys, scratch_environment
 
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))  # the serving package and the tests' helpers live at the root
@@ -60,10 +60,14 @@ def _bodies(work: Path, registry_versions: dict[str, str]) -> dict[str, dict[str
     from tabular_mlops.config import get_model_config
     from tabular_mlops.generators.home_credit import generate_home_credit
     from tabular_mlops.generators.telco import FILE_NAME, generate_telco
+    from tabular_mlops.materialize import materialize_location
 
     telco_dir, credit_dir = work / "req" / "telco", work / "req" / "home_credit"
     generate_telco(telco_dir, rows=400, seed=7)
     generate_home_credit(credit_dir, rows=400, seed=7)
+    # The requesting applicants' history goes to the online store, as the scoring DAG's upsert
+    # would put it there: id-only requests then read the history the full requests carry.
+    materialize_location(get_model_config("credit_risk"), str(credit_dir), upsert=True)
     telco = pd.read_csv(telco_dir / FILE_NAME).drop(columns=["Churn"])
     churn = _records(telco.head(100))
 
@@ -109,6 +113,9 @@ def _bodies(work: Path, registry_versions: dict[str, str]) -> dict[str, dict[str
         "credit_risk": {
             "bundle_single": credit[typical],
             "bundle_batch": credit,
+            # The same applicants by id: the application alone, the history from the online store.
+            "id_single": {"application": credit[typical]["application"]},
+            "id_batch": [{"application": c["application"]} for c in credit],
             "mlflow_single": {"dataframe_records": _records(feature_rows.iloc[[typical]])},
             "mlflow_batch": {"dataframe_records": _records(feature_rows)},
             "history_rows_single": sizes[typical],
@@ -151,6 +158,69 @@ def _measure(
         figures[model] = cells
         print(model, kind, json.dumps(cells), file=sys.stderr)
     return figures
+
+
+# credit_risk by applicant id (the history from the online store): (cell, query, connections, body).
+ONLINE_CELLS = [
+    ("id_c1", "", 1, "id_single"),
+    ("id_c8", "", 8, "id_single"),
+    ("id_c32", "", 32, "id_single"),
+    ("id_explain3_c1", "?explain=3", 1, "id_single"),
+    ("id_explain3_c8", "?explain=3", 8, "id_single"),
+    ("id_batch100_c8", "", 8, "id_batch"),
+]
+
+
+def _measure_online(base: str, bodies: dict[str, Any], args: Any, work: Path) -> dict[str, Any]:
+    """The credit_risk cells that send only the application (the bundle alone can serve them)."""
+    route = f"{base}/v1/models/credit_risk/predict"
+    cells = {
+        cell: _load(route + query, bodies["credit_risk"][body], connections, args.seconds, work)
+        for cell, query, connections, body in ONLINE_CELLS
+    }
+    print("credit_risk online", json.dumps(cells), file=sys.stderr)
+    return cells
+
+
+def _warm(base: str, bodies: dict[str, Any], online: bool) -> None:
+    """A few requests of every kind first: the first batches pay for sessions, caches and imports."""
+    import httpx
+
+    kinds = [(m, "bundle_single", "") for m in ("churn", "credit_risk")]
+    kinds += [(m, "bundle_batch", "") for m in ("churn", "credit_risk")]
+    if online:
+        kinds += [("credit_risk", "id_single", ""), ("credit_risk", "id_single", "?explain=3")]
+    for model, body, query in kinds:
+        for _ in range(10):
+            url = f"{base}/v1/models/{model}/predict{query}"
+            httpx.post(url, json=bodies[model][body], timeout=60).raise_for_status()
+
+
+def _mean_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per model and cell, the mean of each figure over measurement rounds (errors summed)."""
+    out: dict[str, Any] = {}
+    for model, cells in rounds[0].items():
+        for cell, first in cells.items():
+            values = [r[model][cell] for r in rounds]
+            out.setdefault(model, {})[cell] = {
+                k: (
+                    sum(v[k] for v in values)
+                    if k == "errors"
+                    else round(float(np.mean([v[k] for v in values])), 2)
+                )
+                for k in first
+            }
+    return out
+
+
+def _old_and_new(old: str, new: str, bodies: dict[str, Any], args: Any, work: Path) -> dict[str, Any]:
+    """The same cells on an older commit's service and on this one: new, old, old, new (ABBA, so a
+    steady drift in the machine's load cancels out); each side's figures are its rounds' means."""
+    routes = {m: f"/v1/models/{m}/predict" for m in ("churn", "credit_risk")}
+    sides: dict[str, list[dict[str, Any]]] = {"old": [], "new": []}
+    for side in ("new", "old", "old", "new"):
+        sides[side].append(_measure(old if side == "old" else new, routes, bodies, "bundle", args, work))
+    return {side: _mean_rounds(rounds) for side, rounds in sides.items()}
 
 
 def _register_challengers(versions: dict[str, str]) -> dict[str, str]:
@@ -248,6 +318,49 @@ def _shadow_rounds(
     return off[0], shadow
 
 
+def _failed_cells(figures: dict[str, Any], versions: dict[str, str]) -> list[str]:
+    """Every measured cell with failed requests, named by side, model and cell."""
+    sides: list[tuple[str, dict[str, Any]]] = [
+        ("bundle", figures["bundle"]),
+        ("bundle online", {"credit_risk": figures["bundle_online"]}),
+        ("mlflow_models_serve", figures["mlflow_models_serve"]),
+    ]
+    for name, rounds in figures.get("bundle_shadow", {}).get("rounds", {}).items():
+        sides += [(f"shadow {name} {i}", r) for i, r in enumerate(rounds)]
+    for name in ("old", "new"):
+        if "old_and_new" in figures:
+            sides.append((f"{name} commit", figures["old_and_new"][name]))
+    return [
+        f"{side} {model} {cell}: {result['errors']} failed requests"
+        for side, figure in sides
+        for model, cells in figure.items()
+        if model in versions
+        for cell, result in cells.items()
+        if result["errors"]
+    ]
+
+
+def _start_old(args: Any, env: dict[str, str], work: Path) -> tuple[str, subprocess.Popen]:
+    """The older commit's service on the same registry (its code and configs, this venv)."""
+    port = free_port()
+    checkout = Path(args.old).resolve()
+    process = subprocess.Popen(  # noqa: S603 - the venv's gunicorn, fixed argv
+        [str(BIN / "gunicorn"), "-c", "serving/gunicorn.conf.py", "serving.app:app"],
+        cwd=checkout,
+        env={
+            **env,
+            "PYTHONPATH": f"{checkout / 'plugins'}{os.pathsep}{checkout}",
+            "MLOPS_PROJECT_DIR": str(checkout),
+            "PORT": str(port),
+            "HOST": "127.0.0.1",
+            "SERVING_WORKERS": str(args.workers),
+            "SERVING_RELOAD_SECONDS": "30",
+            "MLOPS_LAKE": str(work / "lake-old"),
+        },
+    )
+    return f"http://127.0.0.1:{port}", process
+
+
 def _stop(process: subprocess.Popen) -> None:
     process.terminate()
     try:
@@ -262,6 +375,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10, help="length of each load run")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers of the bundle service")
     parser.add_argument("--json", default=None, help="also write the figures to this file")
+    parser.add_argument(
+        "--old",
+        default=None,
+        help="a checkout of an older commit (git worktree): its service is measured beside this one",
+    )
+    parser.add_argument(
+        "--shadow",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="measure the champion with a shadow challenger on and off (four rounds)",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("bench_serving needs wrk on PATH (Debian/Ubuntu: apt-get install wrk)")
@@ -303,14 +427,28 @@ def main() -> None:
                 "MLOPS_LAKE": str(work / "lake"),  # where the shadow rows go
             },
         )
+        old = _start_old(args, env, work) if args.old else None
         try:
-            wait_until_ok(f"http://127.0.0.1:{port}/ready", bundle)
-            figures["bundle"], figures["bundle_shadow"] = _shadow_rounds(
-                f"http://127.0.0.1:{port}", versions, bodies, args, work
-            )
+            base = f"http://127.0.0.1:{port}"
+            wait_until_ok(f"{base}/ready", bundle)
+            _warm(base, bodies, online=True)
+            figures["bundle_online"] = _measure_online(base, bodies, args, work)
+            if old is not None:
+                wait_until_ok(f"{old[0]}/ready", old[1])
+                _warm(old[0], bodies, online=False)
+                figures["old_and_new"] = {"old": args.old, **_old_and_new(old[0], base, bodies, args, work)}
+            if args.shadow:
+                figures["bundle"], figures["bundle_shadow"] = _shadow_rounds(
+                    base, versions, bodies, args, work
+                )
+            else:
+                routes = {m: f"/v1/models/{m}/predict" for m in versions}
+                figures["bundle"] = _measure(base, routes, bodies, "bundle", args, work)
             figures["bundle"]["workers"] = args.workers
         finally:
             _stop(bundle)
+            if old is not None:
+                _stop(old[1])
         figures["mlflow_models_serve"] = {"workers": 1}
         for model, name in (("churn", "churn-classifier"), ("credit_risk", "credit-risk-classifier")):
             port = free_port()
@@ -329,28 +467,14 @@ def main() -> None:
                 figures["mlflow_models_serve"][model] = one[model]
             finally:
                 _stop(reference)
-        failed = [
-            f"{side} {model} {cell}: {result['errors']} failed requests"
-            for side, figure in [
-                ("bundle", figures["bundle"]),
-                *(
-                    (f"shadow {k} {i}", r)
-                    for k, rs in figures["bundle_shadow"]["rounds"].items()
-                    for i, r in enumerate(rs)
-                ),
-                ("mlflow_models_serve", figures["mlflow_models_serve"]),
-            ]
-            for model, cells in figure.items()
-            if model in versions
-            for cell, result in cells.items()
-            if result["errors"]
-        ]
+        failed = _failed_cells(figures, versions)
         print(json.dumps(figures))
         if failed:  # a latency of failed requests means nothing: refuse to record it
             sys.exit("requests failed, figures not saved:\n" + "\n".join(failed))
         if args.json:
             Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
     finally:
+        forget_online_keys()
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -64,14 +65,19 @@ def _wait_ready(url: str, process: subprocess.Popen, timeout: float = 120) -> No
 def running_service(extra_env: dict[str, str]) -> Iterator[str]:
     """gunicorn on a free port with this environment, ready; yields its URL, stops it after."""
     port = free_port()
-    process = _start(port, extra_env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(url, process)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    with tempfile.TemporaryFile(mode="w+") as log:
+        process = _start(port, extra_env, stderr=log)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            _wait_ready(url, process)
+            yield url
+        finally:
+            died = process.poll()  # a service that died under a test: its log says why
+            process.terminate()
+            process.wait(timeout=30)
+            if died is not None:
+                log.seek(0)
+                print(f"gunicorn on {url} exited with {died} during the test:\n{log.read()[-5000:]}")
 
 
 @pytest.fixture(scope="module")
