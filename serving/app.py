@@ -1,7 +1,9 @@
 """The REST scoring service: every model config's production version behind one FastAPI app.
 
 Run it under gunicorn with uvicorn workers (`serving/gunicorn.conf.py`, `make serve`). Routes:
-`POST /v1/models/{model}/predict` (one record or a list), `GET /v1/models`, `GET /v1/models/{model}`,
+`POST /v1/models/{model}/predict` (one record or a list; `?explain=k` adds each record's top-k
+reasons; a credit_risk application without history tables reads its history from the online
+store, MLOPS_ONLINE_STORE_URL), `GET /v1/models`, `GET /v1/models/{model}`,
 `GET /health`, `GET /ready`, `GET /metrics`, and with MLOPS_WEBHOOK_SECRET set
 `POST /internal/registry-events` (MLflow's signed alias webhook, serving.webhook). With `SERVING_API_KEY`
 set, scoring and model routes need `Authorization: Bearer <key>`; health, readiness and metrics stay

@@ -3,9 +3,14 @@
 The logged pyfunc scores through pandas and scikit-learn's ColumnTransformer, which costs about
 5 ms per call whatever the row count. Here the fitted encoder is compiled once per version into
 index arrays (one-hot positions, imputation values, scaling constants), the booster is called on
-a float64 array with one thread, and the feature SQL runs on a prepared per-thread DuckDB session
-over Arrow tables. Each compiled part is checked against the scikit-learn original when the
-version loads, and the whole path must reproduce the version's golden records (models.py).
+a float64 array with one thread, and the feature SQL runs as a statement prepared once per
+version on a per-thread DuckDB session whose views read table slots (PreparedQuery). Each
+compiled part is checked against the scikit-learn original when the version loads, and the whole
+path must reproduce the version's golden records (models.py).
+
+A credit-style record without history tables takes the online path: the application part of the
+SQL runs here, the history part comes from the online store (online.py). Records that ask for
+reasons get exact TreeSHAP contributions of the same encoded rows (tabular_mlops.explain).
 """
 
 from __future__ import annotations
