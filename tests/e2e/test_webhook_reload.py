@@ -144,7 +144,10 @@ def test_a_promotion_reaches_every_worker_through_the_webhook(
         for headers in (forged, {}):
             refused = httpx.post(f"{serving}{ENDPOINT_PATH}", content=body, headers=headers, timeout=10)
             assert refused.status_code == 401, refused.text
-        assert list(events.glob("*.reload")) == []
+        # MLflow retries a delivery it could not make: the first promotion's, made before serving
+        # listened, may arrive now, signed, and post a notice of its own. The forged one may not.
+        notices = "".join(path.read_text() for path in events.glob("*.reload"))
+        assert forged["X-MLflow-Delivery-Id"] not in notices, notices
         assert _served_versions(serving) == [float(old["version"])] * 2
 
         registry.promote(new["registered_name"], new["version"], "test", reason="webhook test: promote")
