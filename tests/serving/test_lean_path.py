@@ -10,7 +10,7 @@ import pytest
 from tabular_mlops.modeling import build_preprocessor
 
 from serving.batching import Batcher
-from serving.lean import CompiledEncoder, compile_booster, compile_encoder
+from serving.lean import CompiledEncoder, LeanScorer, ScoringInputError, compile_booster, compile_encoder
 
 
 def _training_frame(rows: int = 400, seed: int = 0) -> pd.DataFrame:
@@ -99,3 +99,44 @@ def test_batcher_scores_queued_requests_together_and_isolates_a_failure() -> Non
     # All seven queued before the scorer ran: one batch of 10 records, which failed and was then
     # scored request by request so only the bad one failed.
     assert batches == [10, 1, 2, 1, 2, 1, 2, 1]
+
+
+def _churn_scorer(rows: int = 300) -> tuple[LeanScorer, list[dict]]:
+    """A LeanScorer over the real churn SQL with a small fitted encoder and booster, and its records."""
+    import lightgbm
+    from tabular_mlops.config import get_model_config
+    from tabular_mlops.features import read_sql_folder
+    from tabular_mlops.generators.telco import build_telco_frame
+    from tabular_mlops.modeling import make_classifier, split_columns
+
+    config = get_model_config("churn")
+    frame = build_telco_frame(rows, seed=4)
+    y = (frame.pop("Churn") == "Yes").to_numpy(dtype=int)
+    frame["TotalCharges"] = pd.to_numeric(frame["TotalCharges"].str.strip().replace("", None))
+    classifier = make_classifier(config, read_sql_folder(config.sql_path), [], None, None)
+    rows_out = classifier.feature_rows(frame)
+    categorical, numeric = split_columns(rows_out, exclude={config.features.entity_key})
+    classifier.feature_columns = categorical + numeric
+    classifier.preprocessor = build_preprocessor(categorical, numeric, True)
+    x = classifier.preprocessor.fit_transform(rows_out[classifier.feature_columns])
+    classifier.estimator = lightgbm.LGBMClassifier(n_estimators=20, verbose=-1).fit(x, y)
+    records = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
+    return LeanScorer(config, classifier), records
+
+
+def test_the_prepared_feature_query_reads_each_batchs_own_rows() -> None:
+    """The query is prepared once per session over table slots: a later batch, a smaller one, the
+    same records in another order and a batch after a failing one each score as if alone."""
+    lean, records = _churn_scorer()
+    first, second = records[:20], records[20:25]
+    alone = np.concatenate([lean.score([r]) for r in first + second])
+    assert np.array_equal(lean.score(first), alone[:20])
+    assert np.array_equal(lean.score(second), alone[20:])
+    assert np.array_equal(lean.score(first[::-1]), alone[:20][::-1])
+    with pytest.raises(ScoringInputError):  # tenure overflows the SQL's integer arithmetic
+        lean.score([{**first[0], "tenure": 2**62, "TotalCharges": 1e308}])
+    assert np.array_equal(lean.score(first + second), alone)
+    features = lean.features(second)
+    assert list(features) == list(lean.features([]))  # the final view's columns, in its order
+    assert features["customerID"].tolist() == [str(i) for i in range(5)]  # batch-local keys
+    lean.close()
