@@ -311,6 +311,12 @@ class LeanScorer:
         self.encode = compile_encoder(classifier.preprocessor, classifier.feature_columns)
         self.compiled = isinstance(self.encode, CompiledEncoder)
         self.predict = compile_booster(classifier.estimator)
+        # Columns of the encoded matrix, once: the reference encoder would ask scikit-learn per batch.
+        self.width = (
+            self.encode.width
+            if isinstance(self.encode, CompiledEncoder)
+            else len(classifier.preprocessor.get_feature_names_out())
+        )
         self._session: FeatureSession | None = None
         self._query: PreparedQuery | None = None
         # Requests that bring only the application: the history part comes from the online store.
@@ -326,11 +332,15 @@ class LeanScorer:
             self.explainer_error = str(exc)
             log.warning("%s: no reason codes for this version: %s", config.name, exc)
 
-    def session(self) -> FeatureSession:
-        """The DuckDB session of this version's full feature query (views over table slots)."""
+    def query(self) -> PreparedQuery:
+        """The prepared full feature query of this version (views over table slots)."""
         if self._query is None:
             self._query = PreparedQuery(self.classifier.sql or {}, self._tables([]), FINAL_VIEW)
-        return self._query.session
+        return self._query
+
+    def session(self) -> FeatureSession:
+        """The DuckDB session of this version's full feature query."""
+        return self.query().session
 
     def application_query(self) -> PreparedQuery:
         """The prepared query of the application part alone (id-only requests)."""
@@ -386,9 +396,7 @@ class LeanScorer:
 
     def features(self, records: list[dict[str, Any]]) -> Columns:
         """Feature columns of the records, in record order."""
-        self.session()
-        assert self._query is not None  # noqa: S101 - session() made it
-        return self._run(self._query, self._tables(records), len(records))
+        return self._run(self.query(), self._tables(records), len(records))
 
     def _run(self, query: PreparedQuery, tables: dict[str, pa.Table], rows: int) -> Columns:
         """The query's final view over these tables, as columns in record order."""
@@ -463,14 +471,6 @@ class LeanScorer:
         found = self.explainer.reasons(x[indices], columns, k, rows=[at for at, _ in asked])
         for (_, i), reasons in zip(asked, found, strict=True):
             details[i] = {**details[i], "reasons": reasons[: int(records[i]["explain"])]}
-
-    @property
-    def width(self) -> int:
-        """Columns of the encoded matrix."""
-        return int(self.encode.width) if isinstance(self.encode, CompiledEncoder) else self._reference_width()
-
-    def _reference_width(self) -> int:
-        return len(self.classifier.preprocessor.get_feature_names_out())
 
     def _online_rows(self, records: list[dict[str, Any]]) -> list[int]:
         """Indexes of the records that bring no history table: their history is the store's."""

@@ -138,6 +138,15 @@ def _batches(
         yield keys, matrix
 
 
+# Swap the live generation and drop the old one in one step: no reader sees a deleted generation.
+_SWAP = """
+local old = redis.call('GET', KEYS[1])
+redis.call('SET', KEYS[1], ARGV[1])
+if old and old ~= ARGV[1] then
+  redis.call('UNLINK', ARGV[2] .. ':rows:' .. old, ARGV[2] .. ':meta:' .. old)
+end
+return old
+"""
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -208,7 +217,7 @@ class _Writer:
 
     def swap(self, generation: str) -> str | None:
         """Make `generation` live and delete the one it replaces, atomically; return the old one."""
-        old = self.client.eval(online_store._SWAP, 1, f"{self.prefix}:current", generation, self.prefix)
+        old = self.client.eval(_SWAP, 1, f"{self.prefix}:current", generation, self.prefix)
         return None if old is None else old.decode()
 
 
@@ -310,10 +319,8 @@ def _meta_fields(
 
 def _stored_as_of(client: Any, rows_key: str, keys: list[str]) -> dict[str, float]:
     """The as-of time of the rows the store holds for these keys."""
-    import struct
-
     found = client.hmget(rows_key, keys) if keys else []
-    return {k: struct.unpack_from("<Bd", v)[1] for k, v in zip(keys, found, strict=True) if v is not None}
+    return {k: online_store.as_of(v) for k, v in zip(keys, found, strict=True) if v is not None}
 
 
 def _newer_only(

@@ -47,15 +47,6 @@ LOCK_SECONDS = 900
 WRITE_BATCH = 2_000  # entities per HSET: big enough to amortise the round trip, small in memory
 log = logging.getLogger(__name__)
 
-# Swap the live generation and drop the old one in one step: no reader sees a deleted generation.
-_SWAP = """
-local old = redis.call('GET', KEYS[1])
-redis.call('SET', KEYS[1], ARGV[1])
-if old and old ~= ARGV[1] then
-  redis.call('UNLINK', ARGV[2] .. ':rows:' .. old, ARGV[2] .. ':meta:' .. old)
-end
-return old
-"""
 # The live generation and the entities' rows in it, read together.
 _LOOKUP = """
 local gen = redis.call('GET', KEYS[1])
@@ -116,6 +107,11 @@ def pack(as_of: float, values: np.ndarray) -> bytes:
     """One entity's features: header, null bitmap, then only the non-null float64 values."""
     missing = np.isnan(values)
     return _HEADER.pack(FORMAT, as_of) + np.packbits(missing).tobytes() + values[~missing].tobytes()
+
+
+def as_of(blob: bytes) -> float:
+    """The as-of time (epoch seconds) of a packed entity, without unpacking its values."""
+    return float(_HEADER.unpack_from(blob)[1])
 
 
 def unpack(blob: bytes, width: int) -> tuple[float, np.ndarray]:
