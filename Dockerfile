@@ -24,8 +24,10 @@ COPY --chown=airflow:0 pyproject.toml README.md ./
 COPY --chown=airflow:0 plugins ./plugins
 COPY --chown=airflow:0 dags ./dags
 COPY --chown=airflow:0 include ./include
+# The folders docker-compose mounts volumes on, owned by airflow: a new named volume takes over the
+# owner of the folder it is first mounted on, so the workers can write to it.
 RUN uv pip install --system --no-cache --no-deps --editable . \
-    && mkdir -p data reports logs auth && chown -R airflow:0 data reports logs auth
+    && mkdir -p data reports evidently logs auth && chown -R airflow:0 data reports evidently logs auth
 
 # Numeric, so Kubernetes' runAsNonRoot and the host can tell it is not root.
 USER 50000

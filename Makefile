@@ -100,6 +100,11 @@ bench-uploads: $(STAMP)
 serve: $(STAMP)
 	HOST=$(or $(HOST),127.0.0.1) PORT=$(or $(PORT),8000) $(BIN)/gunicorn -c serving/gunicorn.conf.py serving.app:app
 
+## Browse the monitoring dashboards: Evidently's UI on the workspace, on 127.0.0.1 only (PORT=8001)
+monitoring-ui: $(STAMP)
+	DO_NOT_TRACK=1 $(BIN)/evidently ui --host 127.0.0.1 --port $(or $(PORT),8001) \
+		--workspace "$$($(BIN)/python -c 'from tabular_mlops import settings; print(settings.evidently_workspace())')"
+
 ## Build and start the docker-compose stack (needs a Docker engine and a filled-in .env)
 up:
 	docker compose up -d --build
@@ -116,4 +121,4 @@ logs:
 clean:
 	rm -rf data reports .pytest_cache .ruff_cache .mypy_cache
 
-.PHONY: help install lock demo test audit test-stack lint serve bench bench-home-credit bench-scoring bench-monitoring bench-challenger bench-materialize bench-train bench-serving bench-uploads up down logs clean
+.PHONY: help install lock demo test audit test-stack lint serve bench bench-home-credit bench-scoring bench-monitoring bench-challenger bench-materialize bench-train bench-serving bench-uploads monitoring-ui up down logs clean

@@ -5,20 +5,25 @@ Runs when batch scoring publishes a partition (the `predictions/<model>` Asset),
 the config's `schedules.monitoring` cron as a fallback. A cron run follows the scoring calendar:
 the 06:00 run on D+1 has data interval from D 00:00 and judges `dt=D`:
 
-1. **measure**: drift of the newest predictions partition (a cron run: its day's; Param
-   `current` overrides) against the reference logged with the version that scored it: PSI of
-   every feature on every row, weighted by the feature's importance in that version, and PSI of
-   the predicted probabilities. Quality
-   per model version when labels have arrived (Param `labels`, default `<lake>/labels/<model>/`).
-   Saves an Evidently HTML report and a JSON summary under `reports/monitoring/<model>/dt=<date>/`,
-   logs them to MLflow and records the window's verdict on the registered model. The date is the
-   `day` the partition's `_manifest.json` names, never its path.
-2. **alert**: on a breach that has lasted `monitoring.consecutive_windows` windows and is not in
-   the cool-down, one email per window through the SMTP connection of the config, with a
-   Message-ID fixed by model and window. "sending" is recorded before the send and "sent" after:
-   a retry after a crash in between sends the same message again (receivers that deduplicate by
-   Message-ID show it once), a retry after "sent" sends nothing; a mail server that stays down
-   fails the task visibly.
+1. **measure**: one Evidently report of the newest predictions partition (a cron run: its
+   day's; Param `current` overrides) against the reference logged with the version that scored
+   it. Its metrics compute every figure the run acts on, on every row: PSI of every feature
+   weighted by the feature's importance in that version, PSI of the predicted probabilities,
+   ROC AUC and accuracy estimated from the probabilities (CBPE, with the calibrator logged with
+   the version) and, when labels have arrived (Param `labels`, default
+   `<lake>/labels/<model>/`), realised quality per model version. A window smaller than
+   `monitoring.min_rows` is measured but not judged for drift. Saves the HTML report, its
+   snapshot and a JSON summary under `reports/monitoring/<model>/dt=<date>/`, files the snapshot
+   in the model's Evidently project (the dashboard of `make monitoring-ui`), logs them to
+   MLflow and records the window's verdict on the registered model. The date is the `day` the
+   partition's `_manifest.json` names, never its path.
+2. **alert**: on a breach that has lasted `monitoring.consecutive_windows` windows, is not in
+   the cool-down (unless it got worse) and fits the day's `alert_budget_per_day`, one email
+   per window with the report and a trend of the last 30 windows attached, through the SMTP
+   connection of the config, with a Message-ID fixed by model and window. "sending" is
+   recorded before the send and "sent" after: a retry after a crash in between sends the same
+   message again (receivers that deduplicate by Message-ID show it once), a retry after "sent"
+   sends nothing; a mail server that stays down fails the task visibly.
 
 A registry, object store or mail server that is down for a moment raises its own error and the
 task retries with exponential back-off; only the data or the model (a MonitoringError) fail the

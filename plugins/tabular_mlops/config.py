@@ -403,14 +403,19 @@ class MonitoringSpec(_Strict):
     cooldown_hours: float = Field(default=24, ge=0)
     # Quality is judged only with at least this many labelled predictions in the window.
     min_labelled_rows: int = Field(default=200, ge=1)
+    # A window with fewer predictions is "not judged" for drift and estimated performance: PSI
+    # and an estimated AUC on a few hundred rows move by chance more than by drift.
+    min_rows: int = Field(default=500, ge=1)
+    # At most this many alert emails per model per UTC day (a backfill of many windows, or a
+    # flapping feature, must not flood the on-call inbox); the rest are recorded, not sent.
+    alert_budget_per_day: int = Field(default=3, ge=1)
     # Training rows kept as the drift reference with every version (a seeded sample).
     reference_rows: int = Field(default=100_000, ge=100)
     # Quantile bins of numeric features for PSI (missing values get their own bin).
     psi_bins: int = Field(default=10, ge=2, le=100)
-    # The HTML report (Evidently) shows the most drifted features on a row sample; the numbers
-    # that decide a breach are computed on every row and every feature.
+    # The report charts the bins of this many of the most drifted features; every feature's PSI
+    # is in its table, and every figure is computed on every row.
     report_columns: int = Field(default=20, ge=1)
-    report_rows: int = Field(default=20_000, ge=100)
 
 
 class ServingSpec(_Strict):

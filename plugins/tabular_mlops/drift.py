@@ -31,8 +31,21 @@ def _shares(counts: np.ndarray) -> np.ndarray:
     return counts / total if total else counts.astype(float)
 
 
-def numeric_psi(reference: np.ndarray, current: np.ndarray, bins: int) -> float:
-    """PSI of a numeric column: bins at the reference's quantiles plus one for missing values."""
+@dataclass
+class Bins:
+    """The bins one PSI is computed over: a label and the reference's and the window's share of each."""
+
+    labels: list[str]
+    expected: np.ndarray
+    actual: np.ndarray
+
+    def psi(self) -> float:
+        """PSI over these bins."""
+        return psi(self.expected, self.actual)
+
+
+def numeric_bins(reference: np.ndarray, current: np.ndarray, bins: int) -> Bins:
+    """Bins of a numeric column: the reference's quantiles plus one for missing values."""
     ref = np.asarray(reference, dtype="float64")
     cur = np.asarray(current, dtype="float64")
     ref_ok, cur_ok = ref[~np.isnan(ref)], cur[~np.isnan(cur)]
@@ -45,11 +58,20 @@ def numeric_psi(reference: np.ndarray, current: np.ndarray, bins: int) -> float:
     cur_counts = np.bincount(np.searchsorted(edges, cur_ok, side="right"), minlength=len(edges) + 1)
     ref_counts = np.append(ref_counts, len(ref) - len(ref_ok))
     cur_counts = np.append(cur_counts, len(cur) - len(cur_ok))
-    return psi(_shares(ref_counts), _shares(cur_counts))
+    bounds = [f"{e:.4g}" for e in edges]
+    labels = [f"< {bounds[0]}"] if bounds else ["all"]
+    labels += [f"{lo} to {hi}" for lo, hi in zip(bounds, bounds[1:], strict=False)]
+    labels += [f">= {bounds[-1]}"] if bounds else []
+    return Bins([*labels, "missing"], _shares(ref_counts), _shares(cur_counts))
 
 
-def categorical_psi(reference: pd.Series, current: pd.Series) -> float:
-    """PSI of a categorical column over the categories of both sides plus missing."""
+def numeric_psi(reference: np.ndarray, current: np.ndarray, bins: int) -> float:
+    """PSI of a numeric column: bins at the reference's quantiles plus one for missing values."""
+    return numeric_bins(reference, current, bins).psi()
+
+
+def categorical_bins(reference: pd.Series, current: pd.Series) -> Bins:
+    """Bins of a categorical column: the categories of both sides plus missing."""
     ref = reference.astype(object).where(reference.notna(), MISSING)
     cur = current.astype(object).where(current.notna(), MISSING)
     ref_counts = ref.value_counts()
@@ -57,7 +79,20 @@ def categorical_psi(reference: pd.Series, current: pd.Series) -> float:
     categories = ref_counts.index.union(cur_counts.index)
     e = _shares(ref_counts.reindex(categories, fill_value=0).to_numpy(dtype=float))
     a = _shares(cur_counts.reindex(categories, fill_value=0).to_numpy(dtype=float))
-    return psi(e, a)
+    labels = ["missing" if c == MISSING else str(c) for c in categories]
+    return Bins(labels, e, a)
+
+
+def categorical_psi(reference: pd.Series, current: pd.Series) -> float:
+    """PSI of a categorical column over the categories of both sides plus missing."""
+    return categorical_bins(reference, current).psi()
+
+
+def column_bins(reference: pd.Series, current: pd.Series, bins: int) -> tuple[str, Bins]:
+    """(kind, bins) of one column: numeric when both sides are numbers, categorical otherwise."""
+    if reference.dtype.kind in "biuf" and current.dtype.kind in "biuf":
+        return "numeric", numeric_bins(reference.to_numpy(), current.to_numpy(), bins)
+    return "categorical", categorical_bins(reference, current)
 
 
 @dataclass
@@ -93,11 +128,8 @@ def column_drift(
     weights = importance or {}
     results = []
     for column in columns:
-        ref, cur = reference[column], current[column]
-        if ref.dtype.kind in "biuf" and cur.dtype.kind in "biuf":
-            value, kind = numeric_psi(ref.to_numpy(), cur.to_numpy(), bins), "numeric"
-        else:
-            value, kind = categorical_psi(ref, cur), "categorical"
+        kind, shares = column_bins(reference[column], current[column], bins)
+        value = shares.psi()
         results.append(ColumnDrift(column, kind, value, value > threshold, float(weights.get(column, 0.0))))
     return sorted(results, key=lambda d: -d.psi)
 

@@ -27,24 +27,37 @@ or the model fail a window at once.
 from __future__ import annotations
 
 import hashlib
-import html
 import json
 import re
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from tabular_mlops import faults, settings, shadow_compare, signing, storage, tracking
+from tabular_mlops import (
+    alert_mail,
+    estimation,
+    faults,
+    monitoring_workspace,
+    settings,
+    shadow_compare,
+    signing,
+    storage,
+    tracking,
+)
 from tabular_mlops.config import ModelConfig, MonitoringSpec
-from tabular_mlops.drift import column_drift, numeric_psi, weighted_drift_share
+from tabular_mlops.drift_report import LABEL, PROBABILITY, Figures, Window, run_report
 
 TAG_PREFIX = "monitor."
 SUMMARY = "summary.json"
 REPORT = "report.html"
+SNAPSHOT = "snapshot.json"  # the report as an Evidently snapshot, as filed in the workspace
+TREND = "trend.png"
 QUALITY_REPORT = "quality.html"
 SENDING, SENT = "sending", "sent"
 PROPOSED = "challenger_proposed"  # the window's tag field: the challenger event it emitted
@@ -234,18 +247,25 @@ def _importance(run_id: str) -> tuple[dict[str, float], str]:
     return weights, f"feature importance ({IMPORTANCE_FILE} of run {run_id})"
 
 
-def _feature_rows(model: Any, rows: Path, batch_rows: int, with_probability: bool = False) -> pd.DataFrame:
+def _feature_rows(
+    model: Any,
+    rows: Path,
+    batch_rows: int,
+    with_probability: bool = False,
+    extra: dict[str, np.ndarray] | None = None,
+) -> pd.DataFrame:
     """The model's feature columns for a parquet file of input rows, computed by the version itself.
 
     Streams `batch_rows` rows at a time and keeps numbers as float32 (plenty for binning), so a
-    307,511 x 516 window stays near 0.6 GB instead of several copies of 1.3 GB.
+    307,511 x 516 window stays near 0.6 GB instead of several copies of 1.3 GB. `extra` columns
+    (one value per input row) join each batch, so the frame is built once, never widened later.
     """
     import pyarrow.parquet as pq
 
     from tabular_mlops.training import REFERENCE_PROBABILITY, signature_frame
 
     classifier = model.unwrap_python_model()
-    parts = []
+    parts, start = [], 0
     for batch in pq.ParquetFile(rows).iter_batches(batch_size=batch_rows):
         frame = batch.to_pandas()
         features = classifier.features(frame)
@@ -254,6 +274,9 @@ def _feature_rows(model: Any, rows: Path, batch_rows: int, with_probability: boo
         if with_probability:
             probability = model.predict(signature_frame(frame))["probability"].to_numpy()
             features[REFERENCE_PROBABILITY] = probability
+        for name, values in (extra or {}).items():
+            features[name] = values[start : start + len(frame)]
+        start += len(frame)
         parts.append(features)
         del frame
     if not parts:
@@ -302,20 +325,6 @@ def _fault_point(step: str) -> None:
         FAULT_HOOK(step)
 
 
-def _evidently_report(
-    config: ModelConfig, reference: pd.DataFrame, current: pd.DataFrame, columns: list[str], out: Path
-) -> None:
-    """The HTML people read: Evidently's drift report on the most drifted features, row-sampled."""
-    from evidently import Report
-    from evidently.presets import DataDriftPreset
-
-    n = config.monitoring.report_rows
-    ref = reference[columns].sample(n=min(n, len(reference)), random_state=0)
-    cur = current[columns].sample(n=min(n, len(current)), random_state=0)
-    snapshot = Report([DataDriftPreset()]).run(reference_data=ref, current_data=cur)
-    snapshot.save_html(str(out))
-
-
 def _quality_report(predictions: pd.DataFrame, labels: pd.DataFrame, key: str, out: Path) -> None:
     """Evidently's classification report (AUC, accuracy, F1, log loss, curves) on the labelled rows."""
     from evidently import BinaryClassification, DataDefinition, Dataset, Report
@@ -330,6 +339,87 @@ def _quality_report(predictions: pd.DataFrame, labels: pd.DataFrame, key: str, o
     Report([ClassificationPreset()]).run(current_data=data, reference_data=None).save_html(str(out))
 
 
+@dataclass
+class _Opened:
+    """A window's partition opened: where it is, what it holds and the version that scored it."""
+
+    location: str
+    manifest: dict[str, Any]
+    day: str
+    version: str
+    run_id: str
+    predictions: pd.DataFrame
+    model: Any
+
+
+def _open(config: ModelConfig, location: str, work: Path, say: Progress) -> _Opened:
+    """Read the partition's manifest and predictions and load the (signed) version that scored it."""
+    conn = config.data.aws_conn_id
+    manifest = _manifest(location, work, conn)
+    day = window_day(location, manifest)
+    version = str(manifest["model_version"])
+    name, run_id = _version_run(config, version)
+    say(f"{location}: scored by {name} version {version}")
+    predictions = _read_table(storage.join(location, "predictions.parquet"), work, conn)
+    if predictions.empty:
+        raise MonitoringError(f"{location}: the partition holds no predictions to monitor")
+    tracking.configure()
+    return _Opened(location, manifest, day, version, run_id, predictions, _load_checked(name, version))
+
+
+def _window_labels(opened: _Opened, labelled: pd.DataFrame | None, key: str) -> pd.Series:
+    """Each prediction's label where it has arrived and the window's version made it; NaN elsewhere."""
+    predictions = opened.predictions
+    if labelled is None:
+        return pd.Series(float("nan"), index=range(len(predictions)))
+    joined = predictions[[key, "model_version"]].merge(labelled, on=key, how="left")  # keeps row order
+    mine = joined["model_version"].astype(str) == opened.version
+    return joined["y"].where(mine).astype("float64").reset_index(drop=True)
+
+
+def _drift_window(
+    config: ModelConfig,
+    opened: _Opened,
+    reference: str | None,
+    labelled: pd.DataFrame | None,
+    work: Path,
+    say: Progress,
+) -> tuple[Window, str]:
+    """What the report is computed from, and how drift is weighted (said in the email)."""
+    from tabular_mlops.training import REFERENCE_PROBABILITY
+
+    conn, batch_rows = config.data.aws_conn_id, config.scoring.batch_rows
+    ref = _reference(opened.run_id, reference, opened.model, work, conn, batch_rows)
+    ref = ref.rename(columns={REFERENCE_PROBABILITY: PROBABILITY})
+    inputs = storage.local_path(storage.join(opened.location, "inputs.parquet"), work, conn)
+    extra = {
+        PROBABILITY: opened.predictions["probability"].to_numpy(),
+        LABEL: _window_labels(opened, labelled, config.features.entity_key).to_numpy(),
+    }
+    cur = _feature_rows(opened.model, inputs, batch_rows, extra=extra)
+    feature_columns = opened.model.unwrap_python_model().feature_columns
+    columns = [c for c in feature_columns if c in ref.columns and c in cur.columns]
+    importance, weights = _importance(opened.run_id)
+    if not importance:
+        say(f"drift is {weights}")
+    calibrator, why = estimation.load_calibrator(opened.run_id)
+    if calibrator is None:
+        say(f"no performance estimate: {why}")
+    baseline = tracking.configure().get_run(opened.run_id).data.metrics.get("test_roc_auc")
+    labels = cur[LABEL].dropna()
+    window = Window(
+        reference=ref,
+        current=cur,
+        columns=columns,
+        importance=importance,
+        calibrator=calibrator.to_json() if calibrator is not None else None,
+        threshold=config.model.threshold,
+        baseline_auc=baseline,
+        labelled_rows=len(labels) if labels.nunique() == 2 else 0,
+    )
+    return window, weights
+
+
 def measure(
     config: ModelConfig,
     current: str | None = None,
@@ -337,97 +427,135 @@ def measure(
     labels: str | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Drift and quality of one predictions partition; saves and logs the report; returns the summary."""
-    from tabular_mlops.training import REFERENCE_PROBABILITY
+    """Drift and quality of one predictions partition; saves and logs the report; returns the summary.
 
+    Every figure it acts on is read back from the window's Evidently report (drift_report.py),
+    so the summary, the alert and the report people open agree.
+    """
     say = progress or (lambda _m: None)
-    conn = config.data.aws_conn_id
     location = settings.resolve_location(current) if current else latest_partition(config)
     with tempfile.TemporaryDirectory(prefix="mlops-monitor-") as tmp:
         work = Path(tmp)
-        manifest = _manifest(location, work, conn)
-        day = window_day(location, manifest)
-        version = str(manifest["model_version"])
-        name, run_id = _version_run(config, version)
-        say(f"{location}: scored by {name} version {version}")
-        predictions = _read_table(storage.join(location, "predictions.parquet"), work, conn)
-        if predictions.empty:
-            raise MonitoringError(f"{location}: the partition holds no predictions to monitor")
-        tracking.configure()
-        model = _load_checked(name, version)
-        batch_rows = config.scoring.batch_rows
-        ref = _reference(run_id, reference, model, work, conn, batch_rows)
-        cur = _feature_rows(
-            model, storage.local_path(storage.join(location, "inputs.parquet"), work, conn), batch_rows
-        )
-        columns = [
-            c for c in model.unwrap_python_model().feature_columns if c in ref.columns and c in cur.columns
-        ]
-        spec = config.monitoring
-        importance, weights = _importance(run_id)
-        if not importance:
-            say(f"drift is {weights}")
-        drifts = column_drift(ref, cur, columns, spec.psi_threshold, spec.psi_bins, importance)
-        weighted = weighted_drift_share(drifts)
-        prediction_psi = numeric_psi(
-            ref[REFERENCE_PROBABILITY].to_numpy(), predictions["probability"].to_numpy(), spec.psi_bins
-        )
-        count = sum(d.drifted for d in drifts)
-        say(f"{count} of {len(drifts)} features drifted; prediction PSI {prediction_psi:.3f}")
+        opened = _open(config, location, work, say)
+        labelled = _labels(config, labels, work) if labels else None
+        window, weights = _drift_window(config, opened, reference, labelled, work, say)
+        identity = _identity(config, opened)
+        snapshot, figures = run_report(window, config.monitoring, identity)
+        baseline, reference_rows = window.baseline_auc, len(window.reference)
+        del window  # the report holds its own copy of the rows; free ours before the next steps
+        say(_progress_line(figures))
         quality: dict[str, Any] = {}
-        labelled = None
-        if labels:
-            labelled = _labels(config, labels, work)
-            quality = quality_by_version(
-                predictions, labelled, config.features.entity_key, spec.min_labelled_rows
-            )
-        challenger = shadow_compare.challenger_section(config, manifest, predictions, labelled, day, work)
+        if labelled is not None:
+            key, minimum = config.features.entity_key, config.monitoring.min_labelled_rows
+            quality = quality_by_version(opened.predictions, labelled, key, minimum)
+        challenger = shadow_compare.challenger_section(
+            config, opened.manifest, opened.predictions, labelled, opened.day, work
+        )
         if challenger is not None:
             say(shadow_compare.describe(challenger))
-        production_auc = tracking.configure().get_run(run_id).data.metrics.get("test_roc_auc")
-        reasons = _breach_reasons(
-            config, drifts, weighted, prediction_psi, quality.get(version, {}), production_auc
-        )
-        drifted = [d for d in drifts if d.drifted]
-        headline = f"{config.name}: {len(drifted)} of {len(drifts)} features drifted"
-        if reasons and not drifted:
-            headline = f"{config.name}: {reasons[0]}"
-        out = report_dir(config, day)
-        out.mkdir(parents=True, exist_ok=True)
-        top = [d.column for d in drifts[: spec.report_columns]]
-        cur_report = cur[top].assign(**{REFERENCE_PROBABILITY: predictions["probability"].to_numpy()})
-        _evidently_report(config, ref, cur_report, [*top, REFERENCE_PROBABILITY], out / REPORT)
-        quality_report = None
-        if labelled is not None and "roc_auc" in quality.get(version, {}):
-            quality_report = out / QUALITY_REPORT
-            _quality_report(predictions, labelled, config.features.entity_key, quality_report)
-        summary = {
-            "model": config.name,
-            "day": day,
-            "partition": location,
-            "model_version": version,
-            "rows": len(predictions),
-            "reference_rows": len(ref),
-            "features": len(drifts),
-            "drifted_features": [d.to_dict() for d in drifted],
-            "drift_share": round(len(drifted) / len(drifts), 4) if drifts else 0.0,
-            "weighted_drift_share": round(weighted, 4),
-            "weights": weights,
-            "prediction_psi": round(prediction_psi, 4),
-            "quality": quality,
-            "challenger": challenger,
-            "production_test_auc": production_auc,
-            "breach": bool(reasons),
-            "reasons": reasons,
-            "headline": headline,
-            "report": str(out / REPORT),
-            "quality_report": str(quality_report) if quality_report else None,
-            "columns": [d.to_dict() for d in drifts],
-        }
-        (out / SUMMARY).write_text(json.dumps(summary, indent=2, default=str))
+        summary = _summary(config, opened, figures, quality, challenger, weights)
+        summary.update(production_test_auc=baseline, reference_rows=reference_rows)
+        out = _save(config, summary, snapshot, opened, labelled)
     _log_to_mlflow(config, summary, out)
     _record_verdict(config, summary)
+    monitoring_workspace.record_window(config, snapshot, opened.day)
+    if summary["breach"]:
+        monitoring_workspace.tag_window(config, opened.day, monitoring_workspace.BREACH_TAG)
     return {k: v for k, v in summary.items() if k != "columns"}
+
+
+def _identity(config: ModelConfig, opened: _Opened) -> dict[str, Any]:
+    """The snapshot's time (the window's day), tags and metadata, which the dashboard groups by."""
+    return {
+        "timestamp": datetime.combine(date.fromisoformat(opened.day), datetime.min.time(), UTC),
+        "tags": [config.name],
+        "metadata": {"model": config.name, "day": opened.day, "model_version": opened.version},
+        "name": f"{config.name} {opened.day}",
+    }
+
+
+def _progress_line(figures: Figures) -> str:
+    drifted = sum(d.drifted for d in figures.per_feature)
+    line = f"{drifted} of {len(figures.per_feature)} features drifted"
+    line += f"; prediction PSI {figures.prediction_psi:.3f}"
+    if "roc_auc" in figures.estimated:
+        line += f"; estimated AUC {figures.estimated['roc_auc']:.3f}"
+    return line
+
+
+def _summary(
+    config: ModelConfig,
+    opened: _Opened,
+    figures: Figures,
+    quality: dict[str, Any],
+    challenger: dict[str, Any] | None,
+    weights: str,
+) -> dict[str, Any]:
+    """The window's JSON summary: the report's figures, the verdict and where the reports are."""
+    reasons = [reason for reason, _severity in figures.breaches]
+    drifted = [d for d in figures.per_feature if d.drifted]
+    headline = f"{config.name}: {len(drifted)} of {len(figures.per_feature)} features drifted"
+    if reasons and not figures.drift_breached:
+        # The subject names what breached: drifted features that did not decide it would mislead.
+        headline = f"{config.name}: {reasons[0]}"
+    out = report_dir(config, opened.day)
+    realised = quality.get(opened.version, {})
+    return {
+        "model": config.name,
+        "day": opened.day,
+        "partition": opened.location,
+        "model_version": opened.version,
+        "rows": figures.rows,
+        "features": len(figures.per_feature),
+        "drifted_features": [d.to_dict() for d in drifted],
+        "drift_share": round(len(drifted) / len(figures.per_feature), 4) if figures.per_feature else 0.0,
+        "weighted_drift_share": round(figures.weighted_drift_share, 4),
+        "weights": weights,
+        "prediction_psi": round(figures.prediction_psi, 4),
+        "estimated": {k: round(v, 4) for k, v in figures.estimated.items()},
+        "performance": {
+            "model_version": opened.version,
+            "estimated_roc_auc": _rounded(figures.estimated.get("roc_auc")),
+            "realised_roc_auc": _rounded(realised.get("roc_auc")),
+            "estimated_accuracy": _rounded(figures.estimated.get("accuracy")),
+            "realised_accuracy": _rounded(realised.get("accuracy")),
+        },
+        "quality": quality,
+        "challenger": challenger,
+        "production_test_auc": None,
+        "not_judged": figures.not_judged,
+        "breach": bool(reasons),
+        "reasons": reasons,
+        "severity": round(figures.severity, 4),
+        "headline": headline,
+        "report": str(out / REPORT),
+        "snapshot": str(out / SNAPSHOT),
+        "quality_report": None,
+        "columns": [d.to_dict() for d in figures.per_feature],
+    }
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 4)
+
+
+def _save(
+    config: ModelConfig,
+    summary: dict[str, Any],
+    snapshot: Any,
+    opened: _Opened,
+    labelled: pd.DataFrame | None,
+) -> Path:
+    """Write the report, its snapshot, the quality report (with labels) and the summary; return the folder."""
+    out = report_dir(config, opened.day)
+    out.mkdir(parents=True, exist_ok=True)
+    snapshot.save_html(str(out / REPORT))
+    (out / SNAPSHOT).write_text(snapshot.dumps())
+    if labelled is not None and "roc_auc" in summary["quality"].get(opened.version, {}):
+        _quality_report(opened.predictions, labelled, config.features.entity_key, out / QUALITY_REPORT)
+        summary["quality_report"] = str(out / QUALITY_REPORT)
+    (out / SUMMARY).write_text(json.dumps(summary, indent=2, default=str))
+    return out
 
 
 def _record_verdict(config: ModelConfig, summary: dict[str, Any]) -> None:
@@ -440,38 +568,11 @@ def _record_verdict(config: ModelConfig, summary: dict[str, Any]) -> None:
         kept["alert_state"] = phase
     verdict = {
         "breach": summary["breach"],
-        "severity": summary["weighted_drift_share"],
+        "severity": summary["severity"],
         "headline": summary["headline"],
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     _record_window(config, day, {**verdict, **kept})
-
-
-def _breach_reasons(
-    config: ModelConfig,
-    drifts: list[Any],
-    weighted: float,
-    prediction_psi: float,
-    quality: dict[str, Any],
-    production_auc: float | None,
-) -> list[str]:
-    """Why this window breaches, empty when it does not."""
-    spec = config.monitoring
-    reasons = []
-    if weighted > spec.drift_share_threshold:
-        limit = spec.drift_share_threshold
-        reasons.append(f"drifted features carry {weighted:.0%} of the model's importance (limit {limit:.0%})")
-    if prediction_psi > spec.prediction_psi_threshold:
-        reasons.append(f"prediction PSI {prediction_psi:.3f} above {spec.prediction_psi_threshold}")
-    auc = quality.get("roc_auc")
-    if auc is not None:
-        if spec.min_auc is not None and auc < spec.min_auc:
-            reasons.append(f"AUC {auc:.3f} below the floor {spec.min_auc}")
-        if production_auc is not None and production_auc - auc > spec.max_auc_drop:
-            reasons.append(
-                f"AUC {auc:.3f} dropped {production_auc - auc:.3f} from {production_auc:.3f} at training"
-            )
-    return reasons
 
 
 def _log_to_mlflow(config: ModelConfig, summary: dict[str, Any], out: Path) -> None:
@@ -488,6 +589,12 @@ def _log_to_mlflow(config: ModelConfig, summary: dict[str, Any], out: Path) -> N
                 "weighted_drift_share": summary["weighted_drift_share"],
                 "prediction_psi": summary["prediction_psi"],
                 "breach": float(summary["breach"]),
+                "severity": summary["severity"],
+                **{
+                    key: value
+                    for key, value in summary["performance"].items()
+                    if key != "model_version" and value is not None
+                },
             }
         )
         mlflow.log_artifacts(str(out), artifact_path="monitoring")
@@ -521,6 +628,9 @@ def decide_alert(
         run += 1
     if run < spec.consecutive_windows:
         return False, f"breach in {run} consecutive window(s), alerting from {spec.consecutive_windows}"
+    today = [s for d, s in states.items() if d != day and _sent_on(s, now.date())]
+    if len(today) >= spec.alert_budget_per_day:
+        return False, f"the daily alert budget ({spec.alert_budget_per_day}) is spent for {now.date()}"
     sent = [states[d] for d in earlier if _alert_state(states[d]) == SENT and states[d].get("alert_at")]
     if sent:
         last = max(sent, key=lambda s: s["alert_at"])
@@ -528,43 +638,18 @@ def decide_alert(
         if now < quiet_until and state["severity"] <= last["severity"]:
             return (
                 False,
-                f"cool-down until {quiet_until.isoformat(timespec='minutes')} and the breach is not worse",
+                f"cool-down until {quiet_until.isoformat(timespec='minutes')} and the breach is not worse "
+                f"(severity {state['severity']:.2f}, {last['severity']:.2f} at the last alert)",
             )
     return True, "breach"
 
 
-def _alert_body(config: ModelConfig, summary: dict[str, Any]) -> str:
-    """The alert's HTML: headline, reasons, the drifted features, quality and how drift was weighed."""
-    drifted = summary["drifted_features"][:10]
-    rows = "".join(
-        f"<tr><td>{d['column']}</td><td>{d['psi']:.3f}</td><td>{d['importance']:.1%}</td></tr>"
-        for d in drifted
-    )
-    quality = summary["quality"].get(summary["model_version"], {})
-    weights = summary.get("weights", "")
-    return (
-        f"<p><b>{summary['headline']}</b> on {summary['day']} (model version {summary['model_version']}, "
-        f"{summary['rows']:,} predictions).</p>"
-        f"<p>Why: {'; '.join(summary['reasons'])}.</p>"
-        f"<p>Drift is the population stability index (PSI) of each feature against the version's "
-        f"training reference; above {config.monitoring.psi_threshold} counts as drifted. "
-        f"Prediction PSI: {summary['prediction_psi']:.3f}.</p>"
-        + (
-            f"<p>Drift is not weighted by importance, every feature counts the same: "
-            f"{weights.removeprefix('unweighted: ')}.</p>"
-            if weights.startswith("unweighted")
-            else ""
-        )
-        + (f"<table><tr><th>feature</th><th>PSI</th><th>importance</th></tr>{rows}</table>" if rows else "")
-        + (f"<p>Quality on labelled rows: {json.dumps(quality)}</p>" if quality else "")
-        + (
-            f"<p>Shadow: {html.escape(shadow_compare.describe(summary['challenger']))}.</p>"
-            if summary.get("challenger")
-            else ""
-        )
-        + f"<p>Full report attached; also at {summary['report']}. A retrain has been requested; "
-        "its candidate must still pass the quality gate.</p>"
-    )
+def _sent_on(state: dict[str, Any], day: date) -> bool:
+    """Whether an alert of this window went out (or was being sent) on `day`, UTC."""
+    at = state.get("alert_at")
+    if _alert_state(state) not in (SENT, SENDING) or not isinstance(at, str):
+        return False
+    return datetime.fromisoformat(at).date() == day
 
 
 def challenger_proposal(
@@ -616,16 +701,18 @@ def send_alert(config: ModelConfig, summary: dict[str, Any]) -> tuple[bool, str]
     if not due:
         return False, why
     _mark_alert(config, day, SENDING)
+    trend = monitoring_workspace.trend_png(config, report_dir(config, day) / TREND)
     with SmtpHook(smtp_conn_id=config.alerts.smtp_conn_id) as hook:
         hook.send_email_smtp(
             to=list(config.alerts.recipients),
             subject=f"{summary['headline']} ({day})",
-            html_content=_alert_body(config, summary),
-            files=[f for f in (summary["report"], summary.get("quality_report")) if f],
+            html_content=alert_mail.body(config, summary),
+            files=[str(f) for f in (summary["report"], summary.get("quality_report"), trend) if f],
             custom_headers={"Message-ID": message_id(config, day)},
         )
     _fault_point("mailed")
     _mark_alert(config, day, SENT)
+    monitoring_workspace.tag_window(config, day, monitoring_workspace.ALERT_SENT_TAG)
     return True, "sent"
 
 

@@ -43,6 +43,17 @@ def reports_dir() -> Path:
     return Path(os.environ.get("MLOPS_REPORTS_DIR", project_dir() / "reports")).resolve()
 
 
+def evidently_workspace() -> str:
+    """Evidently workspace of the monitoring dashboards (MLOPS_EVIDENTLY_WORKSPACE, else <reports>/evidently).
+
+    An s3:// value is returned as given; monitoring_workspace refuses it while the lock has no s3fs.
+    """
+    value = os.environ.get("MLOPS_EVIDENTLY_WORKSPACE")
+    if value and value.startswith("s3://"):
+        return value
+    return str(Path(value).resolve() if value else reports_dir() / "evidently")
+
+
 def resolve_location(location: str) -> str:
     """Return an s3:// URI unchanged and a relative local path anchored at the project root."""
     if location.startswith("s3://"):

@@ -247,6 +247,30 @@ def _log_reference(
     mlflow.log_dict(column_importance(importance, categorical, numeric), "monitoring/column_importance.json")
 
 
+def _log_calibrator(
+    classifier: Any, frame: pd.DataFrame, y: np.ndarray, held_out: np.ndarray, say: Any
+) -> None:
+    """Log the calibration map that monitoring estimates a window's performance with before its
+    labels arrive (`estimation.CALIBRATOR_FILE`), fitted on the validation rows' probabilities.
+
+    Validation rows: the trees never fit them (they only chose when to stop, one number), and the
+    test rows stay untouched for the gate. A validation part with one class only gets no map;
+    monitoring then says the run has none.
+    """
+    import mlflow
+
+    from tabular_mlops.estimation import CALIBRATOR_FILE, fit_calibrator
+
+    labels = y[held_out]
+    if np.unique(labels).size < 2:
+        say(f"no {CALIBRATOR_FILE}: the {len(held_out)} validation rows do not hold both classes")
+        return
+    calibrator = fit_calibrator(
+        labels, classifier.predict_proba(frame.iloc[held_out]), fitted_on="validation rows (early stopping)"
+    )
+    mlflow.log_text(calibrator.to_json(), CALIBRATOR_FILE)
+
+
 def _log_golden(config: ModelConfig, classifier: Any, rows: pd.DataFrame, interim_dir: Path) -> None:
     """Log raw request bodies of test entities with the probabilities this version gives their
     model input rows: a service replays them through its whole request path (schema, feature SQL,
@@ -435,6 +459,7 @@ def train_candidate(
         _log_reference(
             config, classifier, frame, feature_rows, parts["valid"], importance, categorical, numeric
         )
+        _log_calibrator(classifier, frame, y, parts["valid"], say)
         _log_golden(config, classifier, frame.iloc[parts["test"][:GOLDEN_ROWS]], interim_dir)
 
         example = signature_frame(frame.iloc[parts["train"][:5]])

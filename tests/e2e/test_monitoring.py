@@ -48,7 +48,10 @@ def test_drift_sends_one_email_and_requests_one_retrain(
     assert envelope.rcpt_tos == ["churn-oncall@example.com"]
     message = email.message_from_bytes(envelope.content)
     assert message["Subject"].startswith("churn: ") and "features drifted (2026-11-20)" in message["Subject"]
-    assert [part.get_filename() for part in message.walk() if part.get_filename()] == ["report.html"]
+    assert [part.get_filename() for part in message.walk() if part.get_filename()] == [
+        "report.html",
+        "trend.png",
+    ]
     body = (
         next(p for p in message.walk() if p.get_content_type() == "text/html")
         .get_payload(decode=True)

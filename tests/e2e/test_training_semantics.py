@@ -186,3 +186,22 @@ def test_a_dry_run_changes_nothing_in_the_registry(
     tracking.configure().set_tag(dry["run_id"], signing.SIGNATURE_TAG, version_tag)
     with pytest.raises(signing.SignatureError, match="does not match"):
         signing.load_verified_run(name, dry["run_id"])
+
+
+def test_the_calibrator_is_fitted_on_the_validation_rows_probabilities(
+    grown_runs: dict[str, dict[str, Any]],
+) -> None:
+    from tabular_mlops.estimation import fit_calibrator, load_calibrator
+    from tabular_mlops.training import REFERENCE_PROBABILITY
+
+    v2 = grown_runs["v2"]
+    calibrator, source = load_calibrator(v2["run_id"])
+    assert calibrator is not None, source
+    assert calibrator.rows == int(v2["params"]["rows.valid"])
+    assert calibrator.fitted_on.startswith("validation")
+    # The reference holds every validation row with the version's probability: refitting on them
+    # with their labels gives the logged map, so no training or test row went into it.
+    reference = v2["reference"]
+    churned = v2["customers"].set_index(KEY).loc[reference[KEY], "Churn"].eq("Yes").astype(int)
+    expected = fit_calibrator(churned.to_numpy(), reference[REFERENCE_PROBABILITY].to_numpy())
+    assert (calibrator.x, calibrator.y, calibrator.positives) == (expected.x, expected.y, expected.positives)

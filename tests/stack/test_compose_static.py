@@ -1008,3 +1008,36 @@ def test_the_online_store_is_wired_for_workers_and_serving_with_its_password_off
         url = services[name]["environment"]["MLOPS_ONLINE_STORE_URL"]
         assert url == f"redis://:{password}@online-store:6379/0", name
         assert services[name]["depends_on"]["online-store"]["condition"] == "service_healthy", name
+
+
+def test_the_monitoring_ui_is_loopback_only_and_reads_the_workers_workspace(
+    raw: dict, compose: dict, example: dict[str, str]
+) -> None:
+    services = compose["services"]
+    ui = services["monitoring-ui"]
+    # The Evidently UI has no login: 127.0.0.1 is written into the file, no *_BIND can widen it.
+    ports = raw["services"]["monitoring-ui"]["ports"]
+    assert ports and all(str(port).startswith(f"{LOOPBACK}:") for port in ports)
+    assert _host_bindings(compose)["monitoring-ui"] == [LOOPBACK]
+    wide = _mutated(raw, "monitoring-ui", "ports", ["${MONITORING_UI_PORT:-8001}:8000"])
+    findings = _security_findings(_interpolated(wide, example), example)
+    assert "monitoring-ui publishes a port on every interface" in findings
+    # The bundle's image, running `evidently ui` on the workspace the workers record windows in.
+    assert ui["image"] == services["airflow-worker"]["image"]
+    assert _dockerfile(ui) == _dockerfile(services["airflow-worker"])
+    workspace = _airflow_env(compose)["MLOPS_EVIDENTLY_WORKSPACE"]
+    argv = [*ui["entrypoint"], *ui["command"]]
+    assert argv[:2] == ["evidently", "ui"] and argv[argv.index("--workspace") + 1] == workspace
+
+    def mount(service: dict) -> list[str]:
+        found = [v.split(":") for v in service["volumes"] if v.split(":")[1] == workspace]
+        assert len(found) == 1, service["volumes"]
+        return found[0]
+
+    # One named volume: written by every Airflow service's tasks, read-only in the UI.
+    volume = mount(ui)[0]
+    assert mount(ui) == [volume, workspace, "ro"] and volume in compose["volumes"]
+    for name in sorted(AIRFLOW_SERVICES):
+        assert mount(services[name]) == [volume, workspace], name
+    # No secret and no usage telemetry.
+    assert ui["environment"] == {"DO_NOT_TRACK": "1"}
