@@ -3,8 +3,10 @@
 Trains a credit_risk version on small generated data into a throw-away registry, scores a
 partition of 307,511 applicants with all history tables (so `inputs.parquet` holds the full
 feature rows, 516 columns), then times `mlops monitor`'s code path in its own process against a
-reference of the same size: PSI of every feature on every row, prediction drift, the Evidently
-HTML report and the MLflow logging. Prints one JSON line and writes it to --json.
+reference of the same size: the window's Evidently report (PSI of every feature on every row,
+prediction drift, the CBPE performance estimate, the verdict), its HTML and snapshot, the
+snapshot filed in the Evidently workspace, and the MLflow logging. Prints one JSON line and
+writes it to --json.
 """
 
 from __future__ import annotations
@@ -40,11 +42,15 @@ def _monitor(current: str, reference: str) -> dict[str, Any]:
     from tabular_mlops.monitoring import monitor
 
     summary = monitor(get_model_config("credit_risk"), current, reference=reference, send=False)
+    report = Path(summary["report"])
     return {
         "rows": summary["rows"],
         "reference_rows": summary["reference_rows"],
         "features_checked": summary["features"],
         "drifted_features": len(summary["drifted_features"]),
+        "estimated_roc_auc": summary["performance"]["estimated_roc_auc"],
+        "report_mb": round(report.stat().st_size / 1e6, 1),
+        "snapshot_mb": round(Path(summary["snapshot"]).stat().st_size / 1e6, 1),
     }
 
 
@@ -54,6 +60,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=307_511, help="applicants (when generating)")
     parser.add_argument("--raw", default=None, help="reuse generated Home Credit CSVs in this folder")
     parser.add_argument("--json", default=None, help="also write the figures to this file")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (registry, partition)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-monitoring-"))
     scratch_environment(work)
@@ -62,9 +69,11 @@ def main() -> None:
         raw = Path(args.raw) if args.raw else work / "raw"
         if not args.raw:
             generate_home_credit(raw, rows=args.rows, seed=0)
-        incoming = work / "incoming"
+        # Inside the lake: scoring reads and writes only under its allowed roots.
+        lake = work / "data" / "lake"
+        incoming = lake / "incoming" / "credit_risk" / "dt=2026-11-20"
         stage_credit_partition(raw, incoming)
-        partition = work / "predictions" / "dt=2026-11-20"
+        partition = lake / "predictions" / "credit_risk" / "dt=2026-11-20"
         run_phase(_score, "credit_risk", str(incoming), str(partition))
         # The reference: feature rows of the same size (the partition's own model inputs).
         started = time.perf_counter()
@@ -76,7 +85,10 @@ def main() -> None:
             Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     finally:
         forget_online_keys()
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

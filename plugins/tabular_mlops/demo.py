@@ -148,6 +148,7 @@ def main() -> int:
     lake = settings.resolve_location(lake_root(get_model_config("churn")))
     print(f"- predictions, rejects, manifest: {lake}/predictions/<model>/dt={today.date()}/")
     print(f"- drift and quality reports: {reports / 'monitoring'}/<model>/dt={today.date()}/report.html")
+    print("- monitoring dashboards (Evidently UI): make monitoring-ui  (http://127.0.0.1:8001)")
     print(
         f"- MLflow UI: .venv/bin/mlflow ui --backend-store-uri {tracking.tracking_uri()}  (http://127.0.0.1:5000)"
     )

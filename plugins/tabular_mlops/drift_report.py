@@ -431,7 +431,7 @@ def run_report(window: Window, spec: MonitoringSpec, identity: dict[str, Any]) -
     Only the probability is declared to Evidently: declaring 516 features would make it compute
     per-column statistics nobody reads (57 s at full size); the metrics read every column.
     """
-    from evidently import DataDefinition, Dataset, Report
+    from evidently import DataDefinition, Report
 
     metrics, not_judged = _metrics(window, spec)
     definition = DataDefinition(
@@ -442,11 +442,26 @@ def run_report(window: Window, spec: MonitoringSpec, identity: dict[str, Any]) -
         unknown_columns=[],
         list_columns=[],
     )
-    reference = Dataset.from_pandas(window.reference, data_definition=definition)
-    current = Dataset.from_pandas(window.current, data_definition=definition)
+    reference = _dataset(window.reference, definition)
+    current = _dataset(window.current, definition)
     report = Report(metrics, include_tests=False)
     snapshot = report.run(current_data=current, reference_data=reference, **identity)
     return snapshot, read_figures(snapshot, metrics, not_judged)
+
+
+def _dataset(frame: pd.DataFrame, definition: Any) -> Any:
+    """An Evidently dataset over `frame` itself, not a copy of it.
+
+    `Dataset.from_pandas` copies the whole frame (0.6 GB per side at 307,511 x 516, and the
+    freed originals stay in the allocator: 5.0 GB peak instead of 3.7). Evidently builds its
+    statistics from a one-column copy of the declared column, then reads `frame` in place; the
+    metrics here only read it.
+    """
+    from evidently.core.datasets import PandasDataset
+
+    dataset = PandasDataset(frame[[PROBABILITY]], definition)
+    dataset._data = frame  # noqa: SLF001 - the one attribute PandasDataset reads its rows from
+    return dataset
 
 
 def read_figures(snapshot: Any, metrics: list[Any], not_judged: list[str]) -> Figures:

@@ -390,7 +390,7 @@ def _drift_window(
 
     conn, batch_rows = config.data.aws_conn_id, config.scoring.batch_rows
     ref = _reference(opened.run_id, reference, opened.model, work, conn, batch_rows)
-    ref = ref.rename(columns={REFERENCE_PROBABILITY: PROBABILITY})
+    ref.rename(columns={REFERENCE_PROBABILITY: PROBABILITY}, inplace=True)  # no second copy
     inputs = storage.local_path(storage.join(opened.location, "inputs.parquet"), work, conn)
     extra = {
         PROBABILITY: opened.predictions["probability"].to_numpy(),
@@ -442,7 +442,7 @@ def measure(
         identity = _identity(config, opened)
         snapshot, figures = run_report(window, config.monitoring, identity)
         baseline, reference_rows = window.baseline_auc, len(window.reference)
-        del window  # the report holds its own copy of the rows; free ours before the next steps
+        del window
         say(_progress_line(figures))
         quality: dict[str, Any] = {}
         if labelled is not None:
@@ -457,10 +457,8 @@ def measure(
         summary.update(production_test_auc=baseline, reference_rows=reference_rows)
         out = _save(config, summary, snapshot, opened, labelled)
     _log_to_mlflow(config, summary, out)
-    _record_verdict(config, summary)
-    monitoring_workspace.record_window(config, snapshot, opened.day)
-    if summary["breach"]:
-        monitoring_workspace.tag_window(config, opened.day, monitoring_workspace.BREACH_TAG)
+    state = _record_verdict(config, summary)
+    _file_snapshot(config, snapshot, opened.day, state)
     return {k: v for k, v in summary.items() if k != "columns"}
 
 
@@ -558,7 +556,21 @@ def _save(
     return out
 
 
-def _record_verdict(config: ModelConfig, summary: dict[str, Any]) -> None:
+def _file_snapshot(config: ModelConfig, snapshot: Any, day: str, state: dict[str, Any]) -> None:
+    """File the window's snapshot in the model's Evidently project, tagged as its verdict says.
+
+    A re-measured window whose alert already went out keeps its `alert-sent` tag, so the
+    dashboard's alert count does not drop when a window is measured again.
+    """
+    monitoring_workspace.record_window(config, snapshot, day)
+    tags = [monitoring_workspace.BREACH_TAG] if state["breach"] else []
+    if _alert_state(state) == SENT:
+        tags.append(monitoring_workspace.ALERT_SENT_TAG)
+    if tags:
+        monitoring_workspace.tag_window(config, day, *tags)
+
+
+def _record_verdict(config: ModelConfig, summary: dict[str, Any]) -> dict[str, Any]:
     """Record the window's verdict on the model's `monitor.<day>` tag, keeping its alert's progress."""
     day = summary["day"]
     previous = _window_states(config).get(day, {})
@@ -572,7 +584,9 @@ def _record_verdict(config: ModelConfig, summary: dict[str, Any]) -> None:
         "headline": summary["headline"],
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    _record_window(config, day, {**verdict, **kept})
+    state = {**verdict, **kept}
+    _record_window(config, day, state)
+    return state
 
 
 def _log_to_mlflow(config: ModelConfig, summary: dict[str, Any], out: Path) -> None:

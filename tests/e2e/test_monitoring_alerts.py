@@ -46,6 +46,7 @@ def _snapshot_values(summary: dict[str, Any]) -> dict[str, float]:
 def test_the_email_shows_the_reports_figures_and_a_trend(
     lake: Path, telco_raw: Path, smtp_server, fresh_windows
 ) -> None:
+    from tabular_mlops import monitoring_workspace
     from tabular_mlops.monitoring import monitor
 
     location = score_churn("2026-11-20", drifted(customers(telco_raw)))
@@ -70,6 +71,10 @@ def test_the_email_shows_the_reports_figures_and_a_trend(
     for column in summary["drifted_features"][:5]:
         assert f"{column['column']}: PSI {column['psi']:.3f}" in report
     assert files["trend.png"].startswith(b"\x89PNG\r\n\x1a\n") and len(files["trend.png"]) > 5_000
+    # Measured again (a retry): no second email, and the dashboard still counts the alert.
+    again = monitor(_config(), location)
+    assert not again["alert_sent"] and len(smtp_server.messages) == 1
+    assert list(monitoring_workspace.history(_config())["alert_sent"]) == [True]
 
 
 def test_an_unlabelled_window_whose_estimated_auc_dropped_alerts(

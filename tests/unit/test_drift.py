@@ -106,3 +106,29 @@ def test_an_alert_recorded_as_sending_is_due_again_and_one_recorded_as_sent_is_n
     # A tag written before alert_state existed still counts as sent.
     states["2026-11-22"] = {"breach": True, "severity": 0.5, "alert_sent": True, "alert_at": at.isoformat()}
     assert decide_alert(states, "2026-11-22", spec, at)[0] is False
+
+
+def test_the_daily_budget_counts_alerts_sent_that_utc_day() -> None:
+    spec = MonitoringSpec(cooldown_hours=0, alert_budget_per_day=2)
+    morning = datetime(2026, 11, 30, 6, tzinfo=UTC)
+    states = {
+        "2026-11-20": _state(True, sent_at=morning - timedelta(hours=7)),  # the day before: not counted
+        "2026-11-21": _state(True, sent_at=morning),
+        "2026-11-22": _state(True, sent_at=morning, phase="sending"),  # being sent counts
+        "2026-11-23": _state(True),
+    }
+    due, why = decide_alert(states, "2026-11-23", spec, morning + timedelta(hours=1))
+    assert due is False and why == "the daily alert budget (2) is spent for 2026-11-30"
+    assert decide_alert(states, "2026-11-23", spec, morning + timedelta(days=1))[0] is True
+
+
+def test_a_quality_breach_that_deepens_alerts_during_the_cool_down() -> None:
+    # Severity is how many times over its limit the worst check is, for quality checks too: an AUC
+    # drop of 0.07 against a limit of 0.05 is 1.4, worse than a drift share at 1.2 times its limit.
+    spec = MonitoringSpec(cooldown_hours=24)
+    sent = datetime(2026, 11, 22, 6, tzinfo=UTC)
+    states = {
+        "2026-11-22": _state(True, sent_at=sent, severity=1.2),
+        "2026-11-23": _state(True, severity=1.4),
+    }
+    assert decide_alert(states, "2026-11-23", spec, sent + timedelta(hours=12)) == (True, "breach")
