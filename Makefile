@@ -39,8 +39,15 @@ lock:
 demo: $(STAMP)
 	$(BIN)/python -m tabular_mlops.demo
 
+## Headless Chromium for the browser checks (Debian's package, installed when missing and root)
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	      apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+	    else echo "no headless Chromium: apt-get install chromium (the browser checks skip without it)"; fi; }
+
 ## Lint (ruff, with Airflow 3 and bandit rules), check formatting and types, audit the locks, run the tests
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/ruff check dags plugins serving tests benchmarks tools
 	$(BIN)/ruff format --check dags plugins serving tests benchmarks tools
 	$(BIN)/mypy
@@ -121,4 +128,4 @@ logs:
 clean:
 	rm -rf data reports .pytest_cache .ruff_cache .mypy_cache
 
-.PHONY: help install lock demo test audit test-stack lint serve bench bench-home-credit bench-scoring bench-monitoring bench-challenger bench-materialize bench-train bench-serving bench-uploads monitoring-ui up down logs clean
+.PHONY: help install lock demo browser test audit test-stack lint serve bench bench-home-credit bench-scoring bench-monitoring bench-challenger bench-materialize bench-train bench-serving bench-uploads monitoring-ui up down logs clean
