@@ -105,9 +105,7 @@ def test_a_small_window_is_not_judged(lake: Path, telco_raw: Path, smtp_server, 
     assert smtp_server.messages == []
 
 
-def test_the_daily_alert_budget_is_honoured(
-    lake: Path, telco_raw: Path, smtp_server, fresh_windows
-) -> None:
+def test_the_daily_alert_budget_is_honoured(lake: Path, telco_raw: Path, smtp_server, fresh_windows) -> None:
     from tabular_mlops import monitoring_workspace
     from tabular_mlops.monitoring import monitor
 
