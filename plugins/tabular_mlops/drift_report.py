@@ -19,7 +19,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from datetime import UTC, date, datetime
+from typing import Any
 
 import pandas as pd
 from evidently.core.metric_types import (
@@ -104,10 +105,6 @@ class FeatureDriftCalculation(DataframeCalculation[FeatureDrift]):
 
     def display_name(self) -> str:
         return "PSI per feature"
-
-
-def _verdict(drift: ColumnDrift) -> str:
-    return "drifted" if drift.drifted else ""
 
 
 def _feature_table(drifts: list[ColumnDrift], threshold: float) -> Any:
@@ -312,8 +309,6 @@ class WindowVerdict(SingleValueMetric):
     checks: list[SingleValueMetric]  # in the order their reasons are told
     not_judged: list[str] = []  # what was not judged and why (a small window's drift)
 
-    display: ClassVar[str] = "Window verdict"
-
 
 class WindowVerdictCalculation(SingleValueCalculation[WindowVerdict]):
     def calculate(self, context: Any, current_data: Any, reference_data: Any) -> Any:
@@ -424,10 +419,21 @@ def _metrics(window: Window, spec: MonitoringSpec) -> tuple[list[Any], list[str]
     return [verdict, *checks, RowCount(tests=[]), drift], not_judged
 
 
+def snapshot_identity(model: str, day: str, version: str) -> dict[str, Any]:
+    """A window's snapshot identity: its time (the day's 00:00 UTC), tags and metadata, which the
+    dashboard groups by."""
+    return {
+        "timestamp": datetime.combine(date.fromisoformat(day), datetime.min.time(), UTC),
+        "tags": [model],
+        "metadata": {"model": model, "day": day, "model_version": version},
+        "name": f"{model} {day}",
+    }
+
+
 def run_report(window: Window, spec: MonitoringSpec, identity: dict[str, Any]) -> tuple[Any, Figures]:
     """Run the window's report; (Evidently snapshot, the figures read back from it).
 
-    `identity` holds the snapshot's `timestamp`, `tags` and `metadata` (model, day, version).
+    `identity` is the snapshot's `timestamp`, `tags` and `metadata` (see `snapshot_identity`).
     Only the probability is declared to Evidently: declaring 516 features would make it compute
     per-column statistics nobody reads (57 s at full size); the metrics read every column.
     """

@@ -51,7 +51,7 @@ from tabular_mlops import (
     tracking,
 )
 from tabular_mlops.config import ModelConfig, MonitoringSpec
-from tabular_mlops.drift_report import LABEL, PROBABILITY, Figures, Window, run_report
+from tabular_mlops.drift_report import LABEL, PROBABILITY, Figures, Window, run_report, snapshot_identity
 
 TAG_PREFIX = "monitor."
 SUMMARY = "summary.json"
@@ -439,10 +439,8 @@ def measure(
         opened = _open(config, location, work, say)
         labelled = _labels(config, labels, work) if labels else None
         window, weights = _drift_window(config, opened, reference, labelled, work, say)
-        identity = _identity(config, opened)
+        identity = snapshot_identity(config.name, opened.day, opened.version)
         snapshot, figures = run_report(window, config.monitoring, identity)
-        baseline, reference_rows = window.baseline_auc, len(window.reference)
-        del window
         say(_progress_line(figures))
         quality: dict[str, Any] = {}
         if labelled is not None:
@@ -453,23 +451,12 @@ def measure(
         )
         if challenger is not None:
             say(shadow_compare.describe(challenger))
-        summary = _summary(config, opened, figures, quality, challenger, weights)
-        summary.update(production_test_auc=baseline, reference_rows=reference_rows)
+        summary = _summary(config, opened, window, figures, quality, challenger, weights)
         out = _save(config, summary, snapshot, opened, labelled)
     _log_to_mlflow(config, summary, out)
     state = _record_verdict(config, summary)
     _file_snapshot(config, snapshot, opened.day, state)
     return {k: v for k, v in summary.items() if k != "columns"}
-
-
-def _identity(config: ModelConfig, opened: _Opened) -> dict[str, Any]:
-    """The snapshot's time (the window's day), tags and metadata, which the dashboard groups by."""
-    return {
-        "timestamp": datetime.combine(date.fromisoformat(opened.day), datetime.min.time(), UTC),
-        "tags": [config.name],
-        "metadata": {"model": config.name, "day": opened.day, "model_version": opened.version},
-        "name": f"{config.name} {opened.day}",
-    }
 
 
 def _progress_line(figures: Figures) -> str:
@@ -484,6 +471,7 @@ def _progress_line(figures: Figures) -> str:
 def _summary(
     config: ModelConfig,
     opened: _Opened,
+    window: Window,
     figures: Figures,
     quality: dict[str, Any],
     challenger: dict[str, Any] | None,
@@ -504,23 +492,23 @@ def _summary(
         "partition": opened.location,
         "model_version": opened.version,
         "rows": figures.rows,
+        "reference_rows": len(window.reference),
         "features": len(figures.per_feature),
         "drifted_features": [d.to_dict() for d in drifted],
         "drift_share": round(len(drifted) / len(figures.per_feature), 4) if figures.per_feature else 0.0,
         "weighted_drift_share": round(figures.weighted_drift_share, 4),
         "weights": weights,
         "prediction_psi": round(figures.prediction_psi, 4),
-        "estimated": {k: round(v, 4) for k, v in figures.estimated.items()},
         "performance": {
             "model_version": opened.version,
             "estimated_roc_auc": _rounded(figures.estimated.get("roc_auc")),
-            "realised_roc_auc": _rounded(realised.get("roc_auc")),
+            "realised_roc_auc": _rounded(figures.realised_auc),
             "estimated_accuracy": _rounded(figures.estimated.get("accuracy")),
             "realised_accuracy": _rounded(realised.get("accuracy")),
         },
         "quality": quality,
         "challenger": challenger,
-        "production_test_auc": None,
+        "production_test_auc": window.baseline_auc,
         "not_judged": figures.not_judged,
         "breach": bool(reasons),
         "reasons": reasons,

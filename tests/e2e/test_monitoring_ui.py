@@ -20,7 +20,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +29,10 @@ import pandas as pd
 import pytest
 from tabular_mlops import monitoring_workspace as mw
 from tabular_mlops.config import ModelConfig, load_model_configs
-from tabular_mlops.drift_report import LABEL, PROBABILITY, Figures, Window, run_report
-from tabular_mlops.estimation import fit_calibrator
+from tabular_mlops.drift_report import LABEL, Figures
 
 from tests.helpers import free_port, wait_until_ok
+from tests.monitoring_windows import generated_rows, trained_version, window_report
 
 BIN = Path(sys.executable).parent
 PROJECT_DIR = Path(__file__).resolve().parents[2]
@@ -65,38 +65,6 @@ def chromium() -> str:
     return found
 
 
-def _applicants(rng: np.random.Generator, rows: int, drift: float) -> pd.DataFrame:
-    """A day's applicants, moved by `drift` (0: as in training, 1: the most), with the model's
-    probability from a fixed logistic relation and the outcome drawn from that probability."""
-    online = 0.3 + 0.35 * drift
-    frame = pd.DataFrame(
-        {
-            # More applicants near their limit, and more alike: a weaker signal, a lower AUC.
-            "utilisation": rng.normal(0.4 * drift, 1 - 0.45 * drift, rows),
-            "income": rng.lognormal(10.3, 0.5, rows),
-            "age": rng.normal(41, 11, rows),
-            "tenure": rng.gamma(2.0, 18 * (1 + 0.9 * drift), rows),
-            "enquiries": rng.poisson(1.2 + 1.2 * drift, rows).astype(float),
-            "channel": rng.choice(
-                ["branch", "online", "partner"], rows, p=[0.6 - 0.6 * online, online, 0.4 - 0.4 * online]
-            ),
-        }
-    )
-    frame.loc[rng.uniform(size=rows) < 0.05, "income"] = np.nan  # not every applicant states it
-    logit = (
-        -1.4
-        + 1.6 * frame["utilisation"]
-        - (np.log(frame["income"].fillna(30_000)) - 10.3)
-        - 0.25 * (frame["age"] - 41) / 11
-        - 0.3 * (frame["tenure"] / 36 - 1)
-        + 0.2 * frame["enquiries"]
-        + 0.3 * (frame["channel"] == "online")
-    )
-    frame[PROBABILITY] = 1 / (1 + np.exp(-logit))
-    frame[LABEL] = (rng.uniform(size=rows) < frame[PROBABILITY]).astype(float)
-    return frame
-
-
 @dataclass(frozen=True)
 class Day:
     """One window: its report run and the tags monitoring gives it afterwards."""
@@ -107,49 +75,26 @@ class Day:
     tags: tuple[str, ...]
 
 
-def _run(
-    config: ModelConfig, version: dict[str, Any], day: date, current: pd.DataFrame
-) -> tuple[Any, Figures]:
-    """The window's real report, with the identity monitoring gives it (monitoring._identity)."""
-    labels = current[LABEL].dropna()
-    usable = len(labels) >= config.monitoring.min_labelled_rows and labels.nunique() == 2
-    window = Window(current=current, labelled_rows=len(labels) if usable else 0, **version)
-    identity = {
-        "timestamp": datetime.combine(day, datetime.min.time(), UTC),
-        "tags": [config.name],
-        "metadata": {"model": config.name, "day": day.isoformat(), "model_version": VERSION},
-        "name": f"{config.name} {day.isoformat()}",
-    }
-    return run_report(window, config.monitoring, identity)
-
-
 @pytest.fixture(scope="module")
 def storyline() -> tuple[ModelConfig, list[Day], Day]:
     """Four weeks of report runs, made once: a fortnight of noise, then a drift that grows every
     day; and a retry of the sixth day (other rows, drifted), for the test of a day recorded again."""
-    from sklearn.metrics import roc_auc_score
-
     config = load_model_configs()["credit_risk"]
     rng = np.random.default_rng(20250602)
-    reference, held_out = _applicants(rng, 5000, 0.0), _applicants(rng, 5000, 0.0)
-    y, p = held_out[LABEL].to_numpy(), held_out[PROBABILITY].to_numpy()
-    version = {
-        "reference": reference.drop(columns=LABEL),
-        "columns": list(IMPORTANCE),
-        "importance": IMPORTANCE,
-        "calibrator": fit_calibrator(y, p).to_json(),
-        "threshold": 0.5,
-        "baseline_auc": float(roc_auc_score(y, p)),
-    }
+    version = trained_version(rng, IMPORTANCE, 5000)
+
+    def run(day: date, current: pd.DataFrame) -> tuple[Any, Figures]:
+        return window_report(config.monitoring, config.name, day, VERSION, version, current)
+
     windows, last_alert = [], -99
     for offset in range(DAYS):
         day = FIRST_DAY + timedelta(days=offset)
         weekend = day.weekday() >= 5
         rows = int(rng.normal(2_400 if weekend else 4_000, 150))
-        current = _applicants(rng, rows, drift=min(1.0, max(0, offset - DRIFT_FROM) / 15))
+        current = generated_rows(rng, rows, drift=min(1.0, max(0, offset - DRIFT_FROM) / 15))
         if offset >= DAYS - LABEL_DELAY:
             current[LABEL] = np.nan  # outcomes not known yet
-        snapshot, figures = _run(config, version, day, current)
+        snapshot, figures = run(day, current)
         breach = bool(figures.breaches)
         # This fixture's own alert rule: the first day of a breach, then every third day it lasts.
         alert = breach and offset - last_alert >= 3
@@ -157,7 +102,7 @@ def storyline() -> tuple[ModelConfig, list[Day], Day]:
         tags = ((mw.BREACH_TAG,) if breach else ()) + ((mw.ALERT_SENT_TAG,) if alert else ())
         windows.append(Day(day, snapshot, figures, tags))
     retry_day = windows[5].day
-    retry = _run(config, version, retry_day, _applicants(rng, 3_000, drift=1.0))
+    retry = run(retry_day, generated_rows(rng, 3_000, drift=1.0))
     return config, windows, Day(retry_day, *retry, tags=windows[5].tags)
 
 

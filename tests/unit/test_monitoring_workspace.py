@@ -12,18 +12,18 @@ import functools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pytest
 from tabular_mlops import monitoring_workspace as mw
 from tabular_mlops import settings, storage
 from tabular_mlops.config import ModelConfig, load_model_configs
-from tabular_mlops.drift_report import LABEL, PROBABILITY, Figures, Window, run_report
-from tabular_mlops.estimation import fit_calibrator
+from tabular_mlops.drift_report import LABEL, Figures
+
+from tests.monitoring_windows import generated_rows, trained_version, window_report
 
 DAY = date(2025, 3, 1)
 MODEL = "churn"
@@ -33,38 +33,6 @@ IMPORTANCE = {
     "1": {"utilisation": 0.35, "income": 0.2, "channel": 0.15, "age": 0.1, "tenure": 0.1, "enquiries": 0.1},
     "2": {"utilisation": 0.3, "income": 0.25, "channel": 0.2, "age": 0.05, "tenure": 0.1, "enquiries": 0.1},
 }
-
-
-def _customers(rng: np.random.Generator, rows: int, drift: float) -> pd.DataFrame:
-    """A window's rows, moved by `drift` (0: as in training, 1: the most), with the model's
-    probability from a fixed logistic relation and the outcome drawn from that probability."""
-    online = 0.3 + 0.35 * drift
-    frame = pd.DataFrame(
-        {
-            # More customers near their limit, and more alike: a weaker signal, a lower AUC.
-            "utilisation": rng.normal(0.4 * drift, 1 - 0.45 * drift, rows),
-            "income": rng.lognormal(10.3, 0.5, rows),
-            "age": rng.normal(41, 11, rows),
-            "tenure": rng.gamma(2.0, 18 * (1 + 0.9 * drift), rows),
-            "enquiries": rng.poisson(1.2 + 1.2 * drift, rows).astype(float),
-            "channel": rng.choice(
-                ["branch", "online", "partner"], rows, p=[0.6 - 0.6 * online, online, 0.4 - 0.4 * online]
-            ),
-        }
-    )
-    frame.loc[rng.uniform(size=rows) < 0.05, "income"] = np.nan  # not everyone states it
-    logit = (
-        -1.4
-        + 1.6 * frame["utilisation"]
-        - (np.log(frame["income"].fillna(30_000)) - 10.3)
-        - 0.25 * (frame["age"] - 41) / 11
-        - 0.3 * (frame["tenure"] / 36 - 1)
-        + 0.2 * frame["enquiries"]
-        + 0.3 * (frame["channel"] == "online")
-    )
-    frame[PROBABILITY] = 1 / (1 + np.exp(-logit))
-    frame[LABEL] = (rng.uniform(size=rows) < frame[PROBABILITY]).astype(float)
-    return frame
 
 
 @dataclass(frozen=True)
@@ -80,22 +48,11 @@ class Run:
 def report() -> Callable[..., Run]:
     """run(offset, rows, drift, labelled, version): the real report of a generated window of the
     day DAY + offset; each distinct window is run once per module."""
-    from sklearn.metrics import roc_auc_score
-
     spec = load_model_configs()[MODEL].monitoring
-    versions = {}
-    for version, importance in IMPORTANCE.items():
-        rng = np.random.default_rng(int(version))
-        reference, held_out = _customers(rng, 4000, 0.0), _customers(rng, 4000, 0.0)
-        y, p = held_out[LABEL].to_numpy(), held_out[PROBABILITY].to_numpy()
-        versions[version] = {
-            "reference": reference.drop(columns=LABEL),
-            "columns": list(importance),
-            "importance": importance,
-            "calibrator": fit_calibrator(y, p).to_json(),
-            "threshold": 0.5,
-            "baseline_auc": float(roc_auc_score(y, p)),
-        }
+    versions = {
+        version: trained_version(np.random.default_rng(int(version)), importance, 4000)
+        for version, importance in IMPORTANCE.items()
+    }
 
     @functools.cache
     def run(
@@ -103,20 +60,10 @@ def report() -> Callable[..., Run]:
     ) -> Run:
         day = DAY + timedelta(days=offset)
         rng = np.random.default_rng([offset, rows, round(drift * 100), int(labelled), int(version)])
-        current = _customers(rng, rows, drift)
+        current = generated_rows(rng, rows, drift)
         if not labelled:
             current[LABEL] = np.nan  # the outcomes are not known yet
-        labels = current[LABEL].dropna()
-        usable = len(labels) >= spec.min_labelled_rows and labels.nunique() == 2
-        window = Window(current=current, labelled_rows=len(labels) if usable else 0, **versions[version])
-        identity = {  # as monitoring._identity
-            "timestamp": datetime.combine(day, datetime.min.time(), UTC),
-            "tags": [MODEL],
-            "metadata": {"model": MODEL, "day": day.isoformat(), "model_version": version},
-            "name": f"{MODEL} {day.isoformat()}",
-        }
-        snapshot, figures = run_report(window, spec, identity)
-        return Run(day, snapshot, figures)
+        return Run(day, *window_report(spec, MODEL, day, version, versions[version], current))
 
     return run
 
