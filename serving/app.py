@@ -1,10 +1,15 @@
-"""The REST scoring service: every model config's production version behind one FastAPI app.
+"""The REST scoring service: the production version of each model it serves behind one FastAPI app.
 
-Run it under gunicorn with uvicorn workers (`serving/gunicorn.conf.py`, `make serve`). Routes:
+It serves every model config, or those `SERVING_MODELS` names (comma-separated config names,
+serving.selection); a model outside the selection gets 404 naming the served ones. Run it under
+gunicorn with uvicorn workers (`serving/gunicorn.conf.py`, `make serve`). Routes:
 `POST /v1/models/{model}/predict` (one record or a list; `?explain=k` adds each record's top-k
 reasons; a credit_risk application without history tables reads its history from the online
-store, MLOPS_ONLINE_STORE_URL), `GET /v1/models`, `GET /v1/models/{model}`,
-`GET /health`, `GET /ready`, `GET /metrics`, and with MLOPS_WEBHOOK_SECRET set
+store, MLOPS_ONLINE_STORE_URL; 503 "no production version of <registered name> yet" for a served
+model that has none, while the others score), `GET /v1/models`, `GET /v1/models/{model}`,
+`GET /health` (with the served models), `GET /ready` (200 once every served model has a version
+loaded, else 503 with each missing model's reason), `GET /ready/{model}` (the same for one model,
+404 for a model not served here), `GET /metrics`, and with MLOPS_WEBHOOK_SECRET set
 `POST /internal/registry-events` (MLflow's signed alias webhook, serving.webhook). With `SERVING_API_KEY`
 set, scoring and model routes need `Authorization: Bearer <key>`; health, readiness and metrics stay
 open, and the webhook authenticates by its HMAC signature instead. The key, the body
@@ -25,7 +30,6 @@ from typing import Annotated, Any
 from fastapi import Body, FastAPI, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from tabular_mlops.config import load_model_configs
 from tabular_mlops.features import FeatureBuildError
 from tabular_mlops.online_store import OnlineStoreError
 from tabular_mlops.webhooks import SECRET_ENV, webhook_secret
@@ -36,6 +40,7 @@ from serving.lean import Scored, ScoringInputError
 from serving.metrics import BATCH_ROWS, LATENCY, RECORD_WARNINGS, REQUESTS, VERSION, exposition
 from serving.models import (
     ModelStore,
+    NoProduction,
     NotServable,
     Served,
     limit_registry_retries,
@@ -44,6 +49,7 @@ from serving.models import (
     signing_status,
 )
 from serving.schemas import MAX_EXPLAIN, PredictResponse, RecordChecker, request_model, request_records
+from serving.selection import serving_configs
 from serving.shadow import Shadow
 from serving.webhook import NoticeBoard, events_dir, mount
 
@@ -54,12 +60,12 @@ _INPUT_ERRORS = (ScoringInputError, FeatureBuildError, ValueError, OverflowError
 
 
 def create_app(store: ModelStore | None = None, watch: bool = True) -> FastAPI:
-    """The app over a model store (default: every config in the config folder)."""
+    """The app over a model store (default: the configs SERVING_MODELS selects, every one when unset)."""
     limit_registry_retries()
     signing_state = signing_status()  # also refuses a malformed key before anything loads
     if not signing_state["verified"]:
         log.warning("MODEL SIGNATURES ARE NOT CHECKED: set MLOPS_MODEL_SIGNING_KEY (README, Security)")
-    store = store or ModelStore(load_model_configs())
+    store = store or ModelStore(serving_configs())
     store.on_load = lambda name, served: VERSION.labels(name).set(float(served.version))
     shadow = store.shadow = store.shadow or Shadow(store.configs)  # challengers, off the response path
     secret = webhook_secret()  # a too-short secret stops the worker before anything loads
@@ -158,9 +164,7 @@ def create_app(store: ModelStore | None = None, watch: bool = True) -> FastAPI:
                     status = "503"
                     # The reason may hold registry URLs and errors: it goes to the log, not the caller.
                     log.warning("request_id=%s model=%s not servable: %s", rid, name, exc)
-                    raise HTTPException(
-                        status_code=503, detail=f"model {name!r} is not servable now (request_id {rid})"
-                    ) from None
+                    raise HTTPException(status_code=503, detail=_not_servable(name, rid, exc)) from None
                 except _INPUT_ERRORS as exc:
                     status = "422"
                     log.warning("request_id=%s model=%s cannot score: %r", rid, name, exc)
@@ -197,9 +201,7 @@ def create_app(store: ModelStore | None = None, watch: bool = True) -> FastAPI:
 
     @app.post("/v1/models/{model}/predict", include_in_schema=False)
     async def unknown_model(model: str) -> None:
-        raise HTTPException(
-            status_code=404, detail=f"unknown model {model!r}; known: {sorted(store.configs)}"
-        )
+        raise _not_served(model, store)
 
     def describe(name: str) -> dict[str, Any]:
         served = store.served.get(name)
@@ -233,9 +235,7 @@ def create_app(store: ModelStore | None = None, watch: bool = True) -> FastAPI:
     @app.get("/v1/models/{model}")
     async def model(model: str) -> dict[str, Any]:
         if model not in store.configs:
-            raise HTTPException(
-                status_code=404, detail=f"unknown model {model!r}; known: {sorted(store.configs)}"
-            )
+            raise _not_served(model, store)
         return describe(model)
 
     @app.get("/health")
@@ -243,6 +243,7 @@ def create_app(store: ModelStore | None = None, watch: bool = True) -> FastAPI:
         return {
             "status": "ok",
             "pid": os.getpid(),
+            "models": list(store.configs),  # what this instance serves (SERVING_MODELS)
             "versions": {n: s.version for n, s in store.served.items()},
             "errors": dict(store.errors),
             "registry": store.registry,
@@ -255,9 +256,18 @@ def create_app(store: ModelStore | None = None, watch: bool = True) -> FastAPI:
 
     @app.get("/ready")
     async def ready() -> JSONResponse:
-        missing = sorted(set(store.configs) - set(store.served))
-        code = 200 if not missing else 503
-        return JSONResponse(status_code=code, content={"ready": not missing, "missing": missing})
+        missing = {name: reason for name in store.configs if (reason := store.not_ready(name))}
+        content = {"ready": not missing, "models": list(store.configs), "missing": missing}
+        return JSONResponse(status_code=503 if missing else 200, content=content)
+
+    @app.get("/ready/{model}")
+    async def model_ready(model: str) -> JSONResponse:
+        if model not in store.configs:
+            raise _not_served(model, store)
+        reason = store.not_ready(model)
+        if reason is not None:
+            return JSONResponse(status_code=503, content={"model": model, "ready": False, "reason": reason})
+        return JSONResponse(content={"model": model, "ready": True, "version": store.served[model].version})
 
     @app.get("/metrics")
     async def metrics() -> Response:
@@ -291,6 +301,21 @@ def _validation_errors(errors: Any, body: Any) -> list[dict[str, Any]]:
         field = ".".join(path) or "(body)"
         out.append({"record": record, "field": field, "message": error["msg"], "type": error["type"]})
     return out
+
+
+def _not_served(model: str, store: ModelStore) -> HTTPException:
+    """404 for a model this instance does not serve (no config, or outside SERVING_MODELS)."""
+    served = ", ".join(store.configs) or "none"
+    detail = f"model {model!r} is not served here; served models: {served}"
+    return HTTPException(status_code=404, detail=detail)
+
+
+def _not_servable(name: str, rid: str, exc: NotServable) -> str:
+    """The 503 message: "no production version of <registered> yet" as is; any other reason (registry
+    URLs, load errors) stays in the log behind a stable message with the request id."""
+    if isinstance(exc, NoProduction):
+        return str(exc)
+    return f"model {name!r} is not servable now (request_id {rid})"
 
 
 def _unscorable(rid: str) -> str:

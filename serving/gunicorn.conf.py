@@ -29,11 +29,13 @@ os.environ["SERVING_EVENTS_DIR"] = _EVENTS_DIR
 
 
 def on_starting(server: object) -> None:
-    """Refuse an open API beyond loopback; start from empty metric files (no past life counted twice)."""
+    """Refuse an open API beyond loopback, bad limits or SERVING_MODELS; start from empty metric files."""
     from serving.guard import exposure_error, max_inflight_bytes
+    from serving.selection import serving_configs
 
     try:
         max_inflight_bytes()  # reads both byte limits: a bad value stops the master, with its message
+        serving_configs()  # an unknown SERVING_MODELS name (or a broken config) too, before any worker
         refusal = exposure_error(list(server.cfg.address))  # type: ignore[attr-defined]
     except ValueError as exc:
         refusal = str(exc)

@@ -1,11 +1,14 @@
 """The production versions a worker serves, how a new one is checked and swapped in, and scoring.
 
-Each worker loads `models:/<registered name>@production` for every model config at start-up and
-re-reads the alias every `SERVING_RELOAD_SECONDS`. A new version is swapped in only after it
-loads, compiles into the lean request path (lean.py) and reproduces the golden requests logged
-with it at training: raw request bodies (for credit_risk, applications with their history rows)
-replayed through the request schema, the feature SQL, the encoder and the booster. The swap is
-one reference assignment, so a batch in flight finishes on the version it started with.
+Each worker loads `models:/<registered name>@production` for every model it serves (every config,
+or those SERVING_MODELS names: serving.selection) at start-up and re-reads the alias every
+`SERVING_RELOAD_SECONDS`. A model without a production version yet is not ready (`not_ready` says
+why, for /ready) and its requests get NoProduction, while the other models serve. A new version
+is swapped in only after it loads, compiles into the lean request path (lean.py) and reproduces
+the golden requests logged with it at training: raw request bodies (for credit_risk,
+applications with their history rows) replayed through the request schema, the feature SQL, the
+encoder and the booster. The swap is one reference assignment, so a batch in flight finishes on
+the version it started with.
 """
 
 from __future__ import annotations
@@ -34,6 +37,15 @@ GOLDEN_TOLERANCE = 1e-6
 
 class NotServable(RuntimeError):
     """A version that cannot take traffic, with the reason."""
+
+
+class NoProduction(NotServable):
+    """The model has no production version yet; the message names no internals, callers may see it."""
+
+
+def no_production(registered: str) -> str:
+    """The reason a model without a production alias is not ready, by its registered name."""
+    return f"no production version of {registered} yet"
 
 
 @dataclass(frozen=True)
@@ -147,6 +159,8 @@ class ModelStore:
     _stop: threading.Event = field(default_factory=threading.Event)
     _refreshing: threading.Lock = field(default_factory=threading.Lock)
     shadow: Any = None  # shadow.Shadow: the challengers scored off the response path (app.py sets it)
+    # Models whose registry had no production alias at the last check (their error says so too).
+    unpromoted: set[str] = field(default_factory=set)
 
     def score(self, name: str, records: list[dict[str, Any]]) -> tuple[Served, Scored]:
         """Score with the version served now. Runs on the model's scorer thread, the only user
@@ -155,8 +169,18 @@ class ModelStore:
             old.lean.close()
         served = self.served.get(name)
         if served is None:
+            if name in self.unpromoted:
+                registered = tracking.registered_name(self.configs[name].model.registered_name)
+                raise NoProduction(no_production(registered))
             raise NotServable(f"{name}: no version loaded: {self.errors.get(name)}")
         return served, served.lean.score_with_details(records)
+
+    def not_ready(self, name: str) -> str | None:
+        """Why `name` takes no traffic now (None: a version is loaded): no production version yet,
+        the load or registry error, or not loaded yet (before the first refresh)."""
+        if name in self.served:
+            return None
+        return self.errors.get(name) or "not loaded yet"
 
     def refresh(self, names: Iterable[str] | None = None) -> None:
         """Load any model (of `names`, default all) whose production alias moved or that is not loaded.
@@ -173,12 +197,15 @@ class ModelStore:
             try:
                 wanted = registry.alias_version(registered, registry.PRODUCTION)
             except Exception as exc:  # the registry is down or unreachable: keep serving
+                self.unpromoted.discard(name)  # unknown now: the error says the registry did not answer
                 unreachable = self._unreachable(name, exc)
                 continue
             try:
                 if wanted is None:
-                    self.errors[name] = f"{registered}: no version has alias {registry.PRODUCTION!r}"
+                    self.unpromoted.add(name)
+                    self.errors[name] = no_production(registered)
                     continue
+                self.unpromoted.discard(name)
                 if current is not None and current.version == wanted:
                     self.errors.pop(name, None)  # e.g. the registry is back after an outage
                     continue

@@ -182,7 +182,12 @@ class ApprovalRequestNotifier(BaseNotifier):
         )
         try:
             with SmtpHook(smtp_conn_id=config.alerts.smtp_conn_id) as hook:
-                hook.send_email_smtp(to=recipients, subject=str(task.subject), html_content=body)
+                hook.send_email_smtp(
+                    to=recipients,
+                    from_email=config.alerts.sender,
+                    subject=str(task.subject),
+                    html_content=body,
+                )
         except Exception as exc:  # noqa: BLE001 - the request stays visible in Required Actions
             log.error("approval request mail for %s not sent: %s", self.model, exc)
 

@@ -457,9 +457,13 @@ class PromotionSpec(_Strict):
 
 
 class AlertSpec(_Strict):
-    """Who hears about a breach and through which Airflow SMTP connection."""
+    """Who hears about a breach, from which address, and through which Airflow SMTP connection."""
 
     recipients: list[EmailStr] = Field(min_length=1)
+    # The From address of every mail the bundle sends for this model (breach alerts, approval
+    # requests), passed to SmtpHook as `from_email`. Required, with no default: left to the SMTP
+    # connection's `from_email`, a connection without one failed only at the first alert.
+    sender: EmailStr
     smtp_conn_id: str = "smtp_default"
 
 

@@ -271,13 +271,13 @@ def _feature_rows(
         features = classifier.features(frame)
         numbers = features.select_dtypes("float64").columns
         features[numbers] = features[numbers].astype("float32")
+        added: dict[str, Any] = {}
         if with_probability:
-            probability = model.predict(signature_frame(frame))["probability"].to_numpy()
-            features[REFERENCE_PROBABILITY] = probability
-        for name, values in (extra or {}).items():
-            features[name] = values[start : start + len(frame)]
+            added[REFERENCE_PROBABILITY] = model.predict(signature_frame(frame))["probability"].to_numpy()
+        added |= {name: values[start : start + len(frame)] for name, values in (extra or {}).items()}
         start += len(frame)
-        parts.append(features)
+        # One concat, not a column at a time: inserting into a 500-column frame fragments it.
+        parts.append(pd.concat([features, pd.DataFrame(added, index=features.index)], axis=1))
         del frame
     if not parts:
         raise MonitoringError(f"{rows}: no rows")
@@ -707,6 +707,7 @@ def send_alert(config: ModelConfig, summary: dict[str, Any]) -> tuple[bool, str]
     with SmtpHook(smtp_conn_id=config.alerts.smtp_conn_id) as hook:
         hook.send_email_smtp(
             to=list(config.alerts.recipients),
+            from_email=config.alerts.sender,
             subject=f"{summary['headline']} ({day})",
             html_content=alert_mail.body(config, summary),
             files=[str(f) for f in (summary["report"], summary.get("quality_report"), trend) if f],

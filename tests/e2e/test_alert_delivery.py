@@ -8,6 +8,8 @@ the messages and their Message-IDs; the real SQLite registry holds the window's 
 from __future__ import annotations
 
 import email
+import json
+import os
 import signal
 import subprocess
 import sys
@@ -58,6 +60,10 @@ def test_a_crash_between_send_and_record_resends_the_same_message_id(
     assert retried["alert_sent"] is True and retried["alert_reason"] == "sent"
     assert len(smtp_server.messages) == 2, "the unconfirmed alert is sent again (at least once)"
     assert set(_message_ids(smtp_server)) == {message_id(config, day)}, "one identity for the window"
+    # From the config's alerts.sender, header and envelope, not the connection's from_email.
+    senders = {email.message_from_bytes(e.content)["From"] for e in smtp_server.messages}
+    assert senders == {e.mail_from for e in smtp_server.messages} == {config.alerts.sender}
+    assert config.alerts.sender != json.loads(os.environ["AIRFLOW_CONN_SMTP_DEFAULT"])["extra"]["from_email"]
     assert _state(day)["alert_state"] == "sent"
 
     again = monitor(config, location)  # a re-run after "sent" sends nothing

@@ -90,6 +90,7 @@ def test_an_approved_candidate_moves_production_and_the_trail_holds_who_when_and
     assert len(smtp_server.messages) == 1
     mail = message_from_bytes(smtp_server.messages[0].content)
     assert mail["Subject"] == "Approve credit_risk version 1?"
+    assert mail["From"] == "mlops-alerts@example.com"  # alerts.sender, not the connection's from_email
     text = mail.get_payload(0).get_payload(decode=True).decode()
     assert f"/dags/credit_risk_training/runs/{run_id}/tasks/approve/required_actions" in text
     assert "input_fingerprint" in text and "roc_auc 95% CI" in text

@@ -460,9 +460,15 @@ def test_golden_requests_cover_the_served_path_and_a_moved_answer_is_refused(
         assert sum(len(r["bureau"]) for r in requests) and sum(len(r["bureau_balance"]) for r in requests)
         assert sum(len(r["installments_payments"]) for r in requests)
         with TestClient(create_app(ModelStore({"credit_risk": config}), watch=False)) as client:
-            assert client.get("/ready").json() == {"ready": False, "missing": ["credit_risk"]}
             error = client.get("/health").json()["errors"]["credit_risk"]
             assert "moved its golden probabilities by up to 1.00e-05" in error, error
+            ready = client.get("/ready")  # the load error is the reason
+            assert ready.status_code == 503 and ready.json()["missing"] == {"credit_risk": error}
+            assert client.get("/ready/credit_risk").json()["reason"] == error
+            refused = client.post("/v1/models/credit_risk/predict", json=requests[:1], headers=AUTH)
+            rid = refused.headers["x-request-id"]  # a version that does not load: a stable message
+            assert refused.status_code == 503
+            assert refused.json()["detail"] == f"model 'credit_risk' is not servable now (request_id {rid})"
     # Restored: the same app loads the version, and answers the golden requests as logged.
     with TestClient(create_app(ModelStore({"credit_risk": config}), watch=False)) as client:
         assert client.get("/ready").status_code == 200
@@ -470,6 +476,80 @@ def test_golden_requests_cover_the_served_path_and_a_moved_answer_is_refused(
         assert answer.status_code == 200, answer.text
     got = [p["probability"] for p in answer.json()["predictions"]]
     assert got == pytest.approx(original["probabilities"][:5], abs=1e-6)
+
+
+@contextlib.contextmanager
+def _unpromoted(model: str) -> Iterator[str]:
+    """`model` with its production alias removed (never promoted, as far as serving sees), restored
+    after; yields its registered name. A running service keeps the version it loaded."""
+    from tabular_mlops import registry, tracking
+    from tabular_mlops.config import get_model_config
+
+    name = tracking.registered_name(get_model_config(model).model.registered_name)
+    client = tracking.configure()
+    version = client.get_model_version_by_alias(name, registry.PRODUCTION).version
+    client.delete_registered_model_alias(name, registry.PRODUCTION)
+    try:
+        yield name
+    finally:
+        client.set_registered_model_alias(name, registry.PRODUCTION, version)
+
+
+def test_only_the_selected_models_decide_readiness(telco_raw: Path, production_models: dict) -> None:
+    """SERVING_MODELS=churn with only churn promoted: ready; credit_risk is not served here (404)."""
+    with (
+        _unpromoted("credit_risk"),
+        running_service({"SERVING_MODELS": "churn", "SERVING_WORKERS": "1"}) as url,
+    ):
+        ready = httpx.get(f"{url}/ready")
+        assert ready.status_code == 200
+        assert ready.json() == {"ready": True, "models": ["churn"], "missing": {}}
+        churn = httpx.get(f"{url}/ready/churn").json()
+        assert churn["ready"] is True and churn["version"] == production_models["versions"]["churn"]
+        outside = "model 'credit_risk' is not served here; served models: churn"
+        for answer in (
+            httpx.get(f"{url}/ready/credit_risk"),
+            httpx.get(f"{url}/v1/models/credit_risk"),
+            httpx.post(f"{url}/v1/models/credit_risk/predict", json={"application": {"SK_ID_CURR": 1}}),
+        ):
+            assert answer.status_code == 404 and answer.json()["detail"] == outside
+        scored = httpx.post(f"{url}/v1/models/churn/predict", json=_telco_records(telco_raw, 2))
+        assert scored.status_code == 200, scored.text
+        health = httpx.get(f"{url}/health").json()
+        assert health["models"] == ["churn"] and list(health["versions"]) == ["churn"]
+        assert health["errors"] == {}
+
+
+def test_a_selected_model_without_a_production_version_is_named_while_the_other_scores(
+    telco_raw: Path, home_credit_raw: Path, monkeypatch: pytest.MonkeyPatch, production_models: dict
+) -> None:
+    """Both selected, only churn promoted: /ready and /ready/credit_risk say what is missing, churn
+    scores, credit_risk answers 503 with the same words."""
+    from fastapi.testclient import TestClient
+
+    monkeypatch.setenv("SERVING_LAZY_APP", "1")
+    monkeypatch.setenv("SERVING_MODELS", "credit_risk, churn")  # spaces and order do not matter
+    from serving.app import create_app
+
+    application = pd.read_csv(home_credit_raw / "application_test.csv").head(1)
+    record = {k: (None if pd.isna(v) else v) for k, v in application.to_dict(orient="records")[0].items()}
+    reason = "no production version of credit-risk-classifier yet"
+    with _unpromoted("credit_risk"), TestClient(create_app(watch=False)) as client:
+        ready = client.get("/ready")
+        assert ready.status_code == 503
+        expected = {"ready": False, "models": ["churn", "credit_risk"], "missing": {"credit_risk": reason}}
+        assert ready.json() == expected
+        assert client.get("/ready/churn").status_code == 200
+        credit = client.get("/ready/credit_risk")
+        assert credit.status_code == 503
+        assert credit.json() == {"model": "credit_risk", "ready": False, "reason": reason}
+        scored = client.post("/v1/models/churn/predict", json=_telco_records(telco_raw, 2))
+        assert scored.status_code == 200, scored.text
+        refused = client.post("/v1/models/credit_risk/predict", json={"application": record})
+        assert refused.status_code == 503 and refused.json() == {"detail": reason}
+        assert refused.headers["x-request-id"]
+        health = client.get("/health").json()
+        assert health["models"] == ["churn", "credit_risk"] and health["errors"] == {"credit_risk": reason}
 
 
 def test_hot_reload_swaps_versions_without_failing_a_request(

@@ -25,6 +25,7 @@ def test_shipped_configs_parse_with_expected_defaults() -> None:
     assert churn.data.max_quarantine_share == 0.01
     assert churn.schedules.scoring == "0 2 * * *"
     assert churn.alerts.smtp_conn_id == "smtp_default" and churn.alerts.recipients
+    assert churn.alerts.sender == credit.alerts.sender == "mlops-alerts@example.com"
     assert churn.data.label_table == "customers"
     assert credit.data.label_table == "application_train"
     assert len(credit.data.tables) == 8
@@ -60,6 +61,7 @@ def _set(path: str, value: Any) -> Any:
         (_set("gate.min_auc", "high"), "gate.min_auc", "valid number"),
         (_set("schedules.scoring", "every day"), "schedules.scoring", "not a valid cron expression"),
         (_set("alerts.recipients", ["not-an-email"]), "alerts.recipients.0", "email"),
+        (_set("alerts.sender", "mlops-alerts.example.com"), "alerts.sender", "not a valid email address"),
         (_set("model.registered_name", "Churn Classifier"), "model.registered_name", "pattern"),
         (_set("data.tables.customers.columns.tenure.type", "integer"), "columns.tenure.type", "'int'"),
         (
@@ -118,6 +120,15 @@ def test_broken_config_names_file_field_and_reason(
     assert str(folder / "churn.yaml") in message
     assert field in message
     assert reason in message
+
+
+def test_a_config_without_an_alert_sender_fails_at_load_naming_the_field(tmp_path: Path) -> None:
+    """The From address is checked when the config loads, not at the first alert's SMTP call."""
+    folder = _config_dir(tmp_path, lambda raw: raw["alerts"].pop("sender"))
+    with pytest.raises(ConfigError) as caught:
+        load_model_configs(folder)
+    expected = f"{folder / 'churn.yaml'}: 1 invalid field(s)\n  alerts.sender: Field required"
+    assert str(caught.value) == expected
 
 
 def test_secrets_in_yaml_are_refused(tmp_path: Path) -> None:
