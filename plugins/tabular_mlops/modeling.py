@@ -105,7 +105,9 @@ def fit_estimator(
     estimator.fit(
         x_train,
         y_train,
-        eval_set=[(x_valid, y_valid)],
+        # eval_X/eval_y: LightGBM 4.7 deprecates eval_set for the scikit-learn API.
+        eval_X=(x_valid,),
+        eval_y=(y_valid,),
         eval_metric=["binary_logloss", "auc"],
         # first_metric_only: stop on the objective's log loss, not on the AUC reported beside it.
         callbacks=[

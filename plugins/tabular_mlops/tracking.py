@@ -88,6 +88,8 @@ def configure() -> Any:
 
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
+    # Task and CLI logs are files: a download bar per artifact fetch adds thousands of characters.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # Not mlflow.set_registry_uri: it writes MLFLOW_REGISTRY_URI into the environment, which would
     # pin the registry of the first call. MLflow reads a user's MLFLOW_REGISTRY_URI by itself and
     # otherwise uses the tracking URI.

@@ -13,6 +13,7 @@ whole table (`duplicate_keys_outcome`).
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -76,6 +77,9 @@ def new_context() -> AbstractDataContext:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    # GX logs its (empty) datasource list at INFO on every context: a stray "[]" line per task log.
+    logging.getLogger("great_expectations.datasource.fluent.config").setLevel(logging.WARNING)
 
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)

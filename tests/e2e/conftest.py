@@ -187,3 +187,15 @@ def fresh_windows(production_models: dict) -> None:
         for key in list(client.get_registered_model(name).tags):
             if key.startswith(TAG_PREFIX):
                 client.delete_registered_model_tag(name, key)
+
+
+@pytest.fixture
+def chromium() -> str:
+    """The Chromium binary; skip without one, except under CI, where that is a failure."""
+    found = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
+    if found is None:
+        reason = "no Chromium to render the dashboard (apt-get install -y chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}; CI machines install it first")
+        pytest.skip(reason)
+    return found

@@ -53,18 +53,6 @@ IMPORTANCE = {
 WINDOW = "1400,2080"
 
 
-@pytest.fixture
-def chromium() -> str:
-    """The Chromium binary; skip without one, except under CI, where that is a failure."""
-    found = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
-    if found is None:
-        reason = "no Chromium to render the dashboard (apt-get install -y chromium)"
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason}; CI machines install it first")
-        pytest.skip(reason)
-    return found
-
-
 @dataclass(frozen=True)
 class Day:
     """One window: its report run and the tags monitoring gives it afterwards."""
