@@ -13,6 +13,9 @@ ROWS ?= 307511
 # Every lock that ships: the bundle, the serving image and the MLflow image.
 AUDIT_LOCKS := requirements.txt serving/requirements.txt docker/mlflow/requirements.txt
 AUDIT = $(BIN)/python tools/audit.py $(AUDIT_LOCKS)
+# No --quiet: it hides warnings from --strict's count, so a broken link would pass (mkdocs#4126).
+# The variable silences Material's end-of-life banner only.
+MKDOCS = NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs
 
 ## Show this help
 help:
@@ -39,6 +42,11 @@ lock:
 demo: $(STAMP)
 	$(BIN)/python -m tabular_mlops.demo
 
+## Airflow on the demo's metadata DB: UI on 127.0.0.1:8080 (PORT=), scheduler, dag-processor, triggerer
+airflow: $(STAMP)
+	$(BIN)/python -m tabular_mlops.local_airflow --port $(or $(PORT),8080)
+.PHONY: airflow
+
 ## Headless Chromium for the browser checks (Debian's package, installed when missing and root)
 browser:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
@@ -52,6 +60,7 @@ test: $(STAMP) browser
 	$(BIN)/ruff format --check dags plugins serving tests benchmarks tools
 	$(BIN)/mypy
 	$(AUDIT)
+	$(MKDOCS) build --strict
 	$(BIN)/python -m pytest -m "not stack" $(PYTEST_ARGS)
 
 ## Audit the pinned locks with pip-audit against PyPI's advisory data; exceptions live in audit-ignore.toml
@@ -103,14 +112,25 @@ bench-serving: $(STAMP)
 bench-uploads: $(STAMP)
 	$(BIN)/python benchmarks/bench_uploads.py --json benchmarks/uploads.json
 
-## Serve the production versions over REST with gunicorn (HOST=127.0.0.1, PORT=8000; SERVING_API_KEY)
+## Serve the production versions over REST with gunicorn (HOST=127.0.0.1, PORT=8000; SERVING_API_KEY; SERVING_MODELS=churn,...)
 serve: $(STAMP)
-	HOST=$(or $(HOST),127.0.0.1) PORT=$(or $(PORT),8000) $(BIN)/gunicorn -c serving/gunicorn.conf.py serving.app:app
+	HOST=$(or $(HOST),127.0.0.1) PORT=$(or $(PORT),8000) $(if $(SERVING_MODELS),SERVING_MODELS='$(SERVING_MODELS)') $(BIN)/gunicorn -c serving/gunicorn.conf.py serving.app:app
 
 ## Browse the monitoring dashboards: Evidently's UI on the workspace, on 127.0.0.1 only (PORT=8001)
 monitoring-ui: $(STAMP)
 	DO_NOT_TRACK=1 $(BIN)/evidently ui --host 127.0.0.1 --port $(or $(PORT),8001) \
 		--workspace "$$($(BIN)/python -c 'from tabular_mlops import settings; print(settings.evidently_workspace())')"
+
+## Build the docs site into site/ (MkDocs Material; strict: a broken link fails)
+docs: $(STAMP)
+	$(MKDOCS) build --strict
+
+## Serve the docs on 127.0.0.1:8002 (PORT= to change it)
+docs-serve: $(STAMP)
+	$(MKDOCS) serve -a 127.0.0.1:$(or $(PORT),8002)
+
+# docs/ is also a folder: without this, `make docs` would find it up to date.
+.PHONY: docs docs-serve
 
 ## Build and start the docker-compose stack (needs a Docker engine and a filled-in .env)
 up:
