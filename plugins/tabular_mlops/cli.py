@@ -9,13 +9,23 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
+import re
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tabular_mlops.training import RunOverrides
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 _DEFAULT_DAY = "default: the date's partition"
+_DATA_HELP = (
+    "raw data folder or s3:// prefix; a one-table model (churn) also takes its CSV file, local or an "
+    "s3:// key ending in .csv (default: the config's data.source)"
+)
+_PARAM_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 # What the data, a config or a service can refuse with, by command: each becomes one line
 # `mlops <command>: error: <message>` and exit 1 (a config error 2), never a traceback. Named, not
@@ -37,6 +47,7 @@ _ERRORS = {
         "tabular_mlops.ingest:IngestFailed",
         "tabular_mlops.promotion:GateRefused",
     ),
+    "evaluate": (*_TABLES, *_REGISTRY, "tabular_mlops.ingest:IngestFailed"),
     "score": (*_TABLES, *_REGISTRY, "tabular_mlops.scoring:ScoringError"),
     "materialize": (
         *_TABLES,
@@ -123,24 +134,88 @@ def _validation_summary(report: Any) -> dict[str, Any]:
     }
 
 
+def _flag(name: str) -> str:
+    """The train flag that sets an override: test_split -> --test-split."""
+    return "--" + name.replace("_", "-")
+
+
+def parse_param(text: str) -> tuple[str, Any]:
+    """`key=value` of --param, the value read as a bool (true/false), int, float or else text."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not _PARAM_KEY.match(key):
+        raise argparse.ArgumentTypeError(f"{text!r} is not key=value with a parameter name as key")
+    raw = raw.strip()
+    if raw.lower() in ("true", "false"):
+        return key, raw.lower() == "true"
+    for cast in (int, float):
+        try:
+            value = cast(raw)
+        except ValueError:
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r}: {raw} is not a finite number")
+        return key, value
+    return key, raw
+
+
+def run_overrides(args: argparse.Namespace) -> RunOverrides:
+    """The RunOverrides of `mlops train`'s flags; ConfigError when a --param key is given twice."""
+    from tabular_mlops.config import ConfigError
+    from tabular_mlops.training import RunOverrides
+
+    params: dict[str, Any] = {}
+    for key, value in args.param or []:
+        if key in params and params[key] != value:
+            raise ConfigError(f"--param {key} given twice ({params[key]!r} and {value!r})")
+        params[key] = value
+    return RunOverrides(
+        test_split=args.test_split,
+        learning_rate=args.learning_rate,
+        num_leaves=args.num_leaves,
+        params=params,
+        experiment_name=args.experiment_name,
+        register_name=args.register_name,
+    )
+
+
 def _train(args: argparse.Namespace) -> int:
     from tabular_mlops.config import get_model_config
     from tabular_mlops.ingest import IngestFailed
     from tabular_mlops.pipeline import run_training_chain
     from tabular_mlops.promotion import GateOverrides
+    from tabular_mlops.training import apply_overrides
 
     config = get_model_config(args.model)
+    changes = run_overrides(args)
+    apply_overrides(config, changes, naming=_flag)  # refuse a bad value before any data is read
     overrides = GateOverrides(min_auc=args.min_auc, min_accuracy=args.min_accuracy)
     try:
         result = run_training_chain(
-            config, args.data, args.run_id, overrides, dry_run=args.dry_run, progress=_progress
+            config,
+            args.data,
+            args.run_id,
+            overrides,
+            dry_run=args.dry_run,
+            progress=_progress,
+            run_overrides=changes,
         )
     except IngestFailed as exc:
         print(str(exc), file=sys.stderr)
         _emit({"model": args.model, "status": "failed", "stage": "data_ingest", "promoted": False})
         return EXIT_FAILED
+    _say_outcome(config, result, args.dry_run)
+    _emit(result)
+    # A dry run reports and moves nothing, so a refusal is an answer, not a failure.
+    return EXIT_OK if result["gate"]["passed"] or args.dry_run else EXIT_FAILED
+
+
+def _say_outcome(config: Any, result: dict[str, Any], dry_run: bool) -> None:
+    """One progress line on what the chain did with the candidate."""
     if not result["gate"]["passed"]:
         _progress("gate refused the candidate: " + "; ".join(result["gate"]["reasons"]))
+    elif result.get("note"):
+        _progress(f"version {result['version']} {result['note']}")
     elif result.get("awaiting_approval"):
         _progress(
             f"{config.name} requires approval (promotion.approval): version {result['version']} is "
@@ -151,11 +226,34 @@ def _train(args: argparse.Namespace) -> int:
         _progress(f"{result['registered_name']} version {result['version']} is the challenger (shadow mode)")
     elif result["promoted"]:
         _progress(f"promoted {result['registered_name']} version {result['version']} to production")
-    if args.dry_run:
+    if dry_run:
         _progress(f"dry run: no version registered, no alias moved; results on MLflow run {result['run_id']}")
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    """Score a registry version and the version an alias names on the same test rows, side by side."""
+    from tabular_mlops.config import get_model_config
+    from tabular_mlops.evaluation import comparison_table
+    from tabular_mlops.ingest import IngestFailed
+    from tabular_mlops.pipeline import compare_versions
+
+    config = get_model_config(args.model)
+    try:
+        result = compare_versions(
+            config, args.version, args.baseline_alias, args.data, args.run_id, progress=_progress
+        )
+    except IngestFailed as exc:
+        print(str(exc), file=sys.stderr)
+        _emit({"model": args.model, "status": "failed", "stage": "data_ingest"})
+        return EXIT_FAILED
+    base = result["baseline"]
+    rows = result["rows"]
+    _progress(f"{rows['n']:,} test rows ({rows['positives']:,} positive) of {rows['interim_dir']}")
+    header = (f"v{result['version']}", f"v{base['version']} ({base['alias']})")
+    for line in comparison_table(result["metrics"], *header):
+        print(f"  {line}", file=sys.stderr)
     _emit(result)
-    # A dry run reports and moves nothing, so a refusal is an answer, not a failure.
-    return EXIT_OK if result["gate"]["passed"] or args.dry_run else EXIT_FAILED
+    return EXIT_OK
 
 
 def _score(args: argparse.Namespace) -> int:
@@ -398,13 +496,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     val = sub.add_parser("validate", help="validate raw tables and write typed interim tables")
     val.add_argument("--model", required=True, help="model config name, e.g. churn or credit_risk")
-    val.add_argument("--data", default=None, help="raw data folder or s3:// prefix (default: the config's)")
+    val.add_argument("--data", default=None, help=_DATA_HELP)
     val.add_argument("--run-id", default=None, help="run id for output folders (default: cli_<UTC time>)")
     val.set_defaults(handler=_validate)
 
-    tr = sub.add_parser("train", help="validate, build features, train, evaluate, gate and promote")
+    tr = sub.add_parser(
+        "train",
+        help="validate, build features, train, evaluate, gate and promote",
+        description="Each override below changes the config for this run only and is recorded on the "
+        "MLflow run (params override.<name> beside the effective values, tag mlops.overrides).",
+    )
     tr.add_argument("--model", required=True)
-    tr.add_argument("--data", default=None, help="raw data folder or s3:// prefix (default: the config's)")
+    tr.add_argument("--data", default=None, help=_DATA_HELP)
     tr.add_argument("--run-id", default=None, help="run id of the ingest/feature folders")
     tr.add_argument("--min-auc", type=float, default=None, help="override the gate's AUC floor")
     tr.add_argument("--min-accuracy", type=float, default=None, help="override the gate's accuracy floor")
@@ -413,14 +516,18 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="train, evaluate and gate into the MLflow run; register no version, move no alias",
     )
+    _add_override_flags(tr)
     tr.set_defaults(handler=_train)
+
+    _add_evaluate(sub)
 
     sc = sub.add_parser("score", help="score one partition with the production (or a given) version")
     sc.add_argument("--model", required=True)
     sc.add_argument(
         "--input",
         default=None,
-        help=f"input folder or s3:// prefix under the lake or scoring.allowed_locations ({_DEFAULT_DAY})",
+        help="input folder or s3:// prefix under the lake or scoring.allowed_locations; a one-table "
+        f"model (churn) also takes a single CSV file there ({_DEFAULT_DAY})",
     )
     sc.add_argument(
         "--output",
@@ -524,6 +631,65 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_evaluate(sub: Any) -> None:
+    """The `mlops evaluate` subcommand."""
+    ev = sub.add_parser(
+        "evaluate", help="score a registry version and the version an alias names on the same test rows"
+    )
+    ev.add_argument("--model", required=True)
+    ev.add_argument("--version", required=True, help="the registry version to evaluate")
+    ev.add_argument(
+        "--baseline-alias",
+        default="production",
+        help="compare with the version this alias names (default: production)",
+    )
+    ev.add_argument(
+        "--data",
+        default=None,
+        help="raw data whose test split (the config's split) is scored, as train's --data "
+        "(default: the latest ingested data of the model)",
+    )
+    ev.add_argument("--run-id", default=None, help="run id of the ingest folders when --data is given")
+    ev.set_defaults(handler=_evaluate)
+
+
+def _add_override_flags(tr: argparse.ArgumentParser) -> None:
+    """The config overrides of `mlops train` (training.RunOverrides)."""
+    tr.add_argument(
+        "--test-split",
+        type=float,
+        default=None,
+        metavar="SHARE",
+        help="share of entities held out for the test split (split.test_size; 0 < SHARE < 1, and with "
+        "split.validation_size it must leave 10%% to train on)",
+    )
+    tr.add_argument(
+        "--learning-rate", type=float, default=None, metavar="RATE", help="the booster's learning_rate (0, 1]"
+    )
+    tr.add_argument(
+        "--num-leaves",
+        type=int,
+        default=None,
+        metavar="N",
+        help="LightGBM's num_leaves (2 or more); refused for XGBoost models: --param max_depth=N instead",
+    )
+    tr.add_argument(
+        "--param",
+        type=parse_param,
+        action="append",
+        metavar="KEY=VALUE",
+        help="any argument of the configured estimator (its get_params()), repeatable; VALUE is read "
+        "as true/false, an integer, a number or else text",
+    )
+    tr.add_argument("--experiment-name", default=None, help="the MLflow experiment of this run")
+    tr.add_argument(
+        "--register-name",
+        default=None,
+        help="register the version under this name (lower-case letters, digits, '-'; not another "
+        "model's); it is evaluated and gated there, and no alias is moved",
+    )
+
+
 def known_errors(command: str) -> tuple[type[Exception], ...]:
     """The exception classes `command` reports as a one-line error (the registry's by default)."""
     classes: list[type[Exception]] = [ValueError]
@@ -535,8 +701,12 @@ def known_errors(command: str) -> tuple[type[Exception], ...]:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the mlops command."""
+    import os
+
     from tabular_mlops.config import ConfigError
 
+    # MLflow draws a progress bar per artifact download (several per stage): the stages' own lines say it.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     args = build_parser().parse_args(argv)
     known = known_errors(args.command)
     try:

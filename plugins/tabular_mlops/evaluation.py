@@ -101,6 +101,30 @@ def compute_metrics(y_true: Any, proba: Any, threshold: float) -> dict[str, floa
     return {name: float(value) for name, value in metrics.items()}
 
 
+# What a metrics dict says about the rows rather than the model: equal for two models on one set.
+ROW_FACTS = ("positive_rate", "n", "n_positive")
+
+
+def compare_metrics(y_true: Any, proba: Any, baseline: Any, threshold: float) -> dict[str, dict[str, float]]:
+    """Metrics of two models' probabilities on the same rows and their difference (proba - baseline)."""
+    first = compute_metrics(y_true, proba, threshold)
+    second = compute_metrics(y_true, baseline, threshold)
+    difference = {name: first[name] - second[name] for name in first if name not in ROW_FACTS}
+    return {"version": first, "baseline": second, "difference": difference}
+
+
+def comparison_table(comparison: dict[str, dict[str, float]], version: str, baseline: str) -> list[str]:
+    """`compare_metrics` as aligned text lines: metric, version, baseline, difference."""
+    width = max(10, len(version), len(baseline))
+    lines = [f"{'metric':<10} {version:>{width}} {baseline:>{width}} {'difference':>11}"]
+    for name, value in comparison["version"].items():
+        if name in ROW_FACTS:
+            continue
+        other, change = comparison["baseline"][name], comparison["difference"][name]
+        lines.append(f"{name:<10} {value:>{width}.4f} {other:>{width}.4f} {change:>+11.4f}")
+    return lines
+
+
 def _save(figure: Figure, path: Path) -> Path:
     """Write a figure as PNG through a temporary file so a reader never sees half an image."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".png")

@@ -1,7 +1,8 @@
 """The data_ingest stage: read raw CSVs, set bad rows aside, validate, write typed interim tables.
 
-Reads `<source>/<table file>` for every table of a model config (a local folder or s3:// prefix),
-loads each file with DuckDB through the row rules (`csv_load`), writes kept rows to
+Reads `<source>/<table file>` for every table of a model config (a local folder or s3:// prefix;
+a model with one table also takes that table's CSV itself, a local file or an s3:// key ending in
+.csv, whatever its name), loads each file with DuckDB through the row rules (`csv_load`), writes kept rows to
 `data/interim/<model>/<run>/<table>.parquet`, rejected rows with their source line and reasons to
 `data/quarantine/<model>/<run>/<table>.csv`, then runs the dataset-level GX suites batch by batch
 over the typed table, with label and foreign-key indicators computed in DuckDB. The report
@@ -45,6 +46,10 @@ FK_EXAMPLES = 5
 Progress = Callable[[str], None]
 
 
+class SourceMismatch(storage.StorageError):
+    """A data location of the wrong kind for the model (a file for a model of several tables)."""
+
+
 class IngestFailed(RuntimeError):
     """Validation stopped the run; the message lists each failed expectation, the report has all."""
 
@@ -60,6 +65,7 @@ class TableReport:
     table: str
     file: str
     found: bool = True
+    source: str = ""  # the folder, prefix or file it was looked for in
     sha256: str | None = None
     rows_read: int = 0
     rows_quarantined: int = 0
@@ -123,6 +129,88 @@ def default_run_id() -> str:
     return datetime.now(UTC).strftime("cli_%Y%m%dT%H%M%S")
 
 
+def expected_files(config: ModelConfig) -> str:
+    """What a data location must hold for the model, in words an error message can end with."""
+    files = [spec.file for spec in config.data.tables.values()]
+    if len(files) == 1:
+        return f"{config.name} reads one table: a folder holding {files[0]}, or a .csv file of that table"
+    return f"{config.name} reads {len(files)} tables from one folder: {', '.join(files)}"
+
+
+def is_single_file(location: str) -> bool:
+    """True when a location names one CSV: an existing local file, or an s3:// key ending in .csv."""
+    if storage.is_s3(location):
+        return location.lower().endswith(".csv")
+    return Path(location).is_file()
+
+
+def split_file(location: str) -> tuple[str, str]:
+    """(folder or s3:// prefix, file name) of a single-file location."""
+    if storage.is_s3(location):
+        parent, _, name = location.rpartition("/")
+        return parent, name
+    path = Path(location)
+    return str(path.parent), path.name
+
+
+def single_file_source(model: str, location: str, files: list[str]) -> tuple[str, str]:
+    """(folder or prefix, file name) of a CSV given for the one table in `files`.
+
+    SourceMismatch names the files when the model reads several (they must come as one folder).
+    """
+    if len(files) != 1:
+        raise SourceMismatch(
+            f"{location} is a single file, but {model} reads {len(files)} tables from one folder: "
+            f"{', '.join(files)}; give the folder that holds them"
+        )
+    return split_file(location)
+
+
+def stage_source(
+    config: ModelConfig, location: str, workdir: Path, progress: Progress | None = None
+) -> dict[str, Path | None]:
+    """Local paths of every table's file (keyed by its configured name; None when not found).
+
+    A folder or prefix is read by the configured file names; a single CSV stands for the one table
+    of a single-table model under any name. StorageError names what was expected and where.
+    """
+    say = progress or (lambda _message: None)
+    files = [spec.file for spec in config.data.tables.values()]
+    conn = config.data.aws_conn_id
+    if is_single_file(location):
+        folder, name = single_file_source(config.name, location, files)
+        say(f"reading {location}")
+        staged = storage.stage_files(folder, [name], conn, workdir)[name]
+        if staged is None:
+            raise storage.StorageError(f"{location}: no such file; {expected_files(config)}")
+        return {files[0]: staged}
+    if not storage.is_s3(location) and not Path(location).is_dir():
+        raise storage.StorageError(
+            f"{location}: data folder does not exist (no file or folder by that name); "
+            f"{expected_files(config)}"
+        )
+    say(f"reading {len(files)} table(s) from {location}")
+    return storage.stage_files(location, files, conn, workdir)
+
+
+def _missing_files_hint(config: ModelConfig, location: str, report: IngestReport) -> str:
+    """A line naming the files that were expected and what the location holds instead ('' if none)."""
+    missing = [t.file for t in report.tables.values() if not t.found]
+    if not missing:
+        return ""
+    try:
+        present = storage.list_files(location, config.data.aws_conn_id)
+    except Exception:  # noqa: BLE001 - a hint only; the failure itself is already reported
+        present = []
+    shown = ", ".join(present[:8]) + (f" and {len(present) - 8} more" if len(present) > 8 else "")
+    hint = f"\n  {location}: {', '.join(missing)} not found there; {expected_files(config)}"
+    hint += f"; the location holds: {shown}" if present else "; the location holds no files"
+    csvs = [name for name in present if name.lower().endswith(".csv")]
+    if len(config.data.tables) == 1 and len(csvs) == 1:
+        hint += f" (a single table may also be given as its CSV file: {storage.join(location, csvs[0])})"
+    return hint
+
+
 def _table_order(config: ModelConfig) -> list[str]:
     """Tables with their foreign-key parents first, otherwise in config order."""
     tables = config.data.tables
@@ -153,7 +241,7 @@ def _ingest_table(
 ) -> TableReport:
     """Load one CSV through the row rules into a typed parquet file and a quarantine file."""
     scan = scan_file(path)
-    report = TableReport(table=name, file=spec.file, sha256=scan.sha256)
+    report = TableReport(table=name, file=spec.file, sha256=scan.sha256, source=source_label)
     header = read_header(path)
     if not any(header):  # 0 bytes, blank lines or a BOM: there is nothing to read columns by
         raise ValueError(f"{source_label}: the file has no header line")
@@ -195,7 +283,7 @@ def _table_level_outcomes(name: str, report: TableReport, max_share: float) -> l
                 None,
                 "error",
                 False,
-                detail=f"file {report.file} not found in the source",
+                detail=f"file {report.file} not found in the source ({report.source})",
             )
         ]
     outcomes = [
@@ -371,11 +459,8 @@ def ingest_raw_tables(
     staging = Path(tempfile.mkdtemp(prefix=f".{run}.", dir=interim_final.parent))
     staging.chmod(0o755)  # mkdtemp makes it private; the published folder is read by other users
     try:
-        files = {name: spec.file for name, spec in config.data.tables.items()}
-        say(f"reading {len(files)} table(s) from {location}")
-        staged = storage.stage_files(
-            location, list(files.values()), config.data.aws_conn_id, staging / "_raw"
-        )
+        staged = stage_source(config, location, staging / "_raw", say)
+        single = is_single_file(location)
         context = new_context()
         written: set[str] = set()
         con = connect(staging / "_duckdb_tmp")
@@ -383,9 +468,9 @@ def ingest_raw_tables(
             for name in _table_order(config):
                 spec = config.data.tables[name]
                 path = staged[spec.file]
-                label = f"{location.rstrip('/')}/{spec.file}"
+                label = location if single else f"{location.rstrip('/')}/{spec.file}"
                 if path is None:
-                    table_report = TableReport(table=name, file=spec.file, found=False)
+                    table_report = TableReport(table=name, file=spec.file, found=False, source=location)
                     report.tables[name] = table_report
                     report.expectations += _table_level_outcomes(
                         name, table_report, config.data.max_quarantine_share
@@ -447,7 +532,7 @@ def ingest_raw_tables(
         listed = "\n".join(f"  - {e.describe()}" for e in report.failures)
         raise IngestFailed(
             f"validation of {config.name} stopped the run ({len(report.failures)} failed expectation(s)); "
-            f"report: {report_dir / 'summary.md'}\n{listed}",
+            f"report: {report_dir / 'summary.md'}\n{listed}{_missing_files_hint(config, location, report)}",
             report,
         )
     return report
@@ -456,8 +541,8 @@ def ingest_raw_tables(
 def run_data_ingest(model: str, source: str | None, run_id: str) -> str:
     """Airflow task body of data_ingest: validate one model's raw tables; return the interim folder.
 
-    A validation stop fails the task without retries (the data will not fix itself); storage and
-    other errors propagate and get the configured retries.
+    A validation stop, or a file given for a model of several tables, fails the task without
+    retries (neither fixes itself); storage and other errors propagate and get the configured retries.
     """
     import logging
 
@@ -468,7 +553,7 @@ def run_data_ingest(model: str, source: str | None, run_id: str) -> str:
     log = logging.getLogger(__name__)
     try:
         report = ingest_raw_tables(get_model_config(model), source=source, run_id=run_id, progress=log.info)
-    except IngestFailed as exc:
+    except (IngestFailed, SourceMismatch) as exc:
         raise AirflowFailException(str(exc)) from exc
     for warning in report.warnings:
         log.warning("%s", warning.describe())

@@ -420,6 +420,25 @@ def _merge_rejects(parts: list[tuple[str, Path]], out: Path) -> int:
     return count
 
 
+def _input_tables(config: ModelConfig, input_location: str) -> tuple[str, dict[str, str]]:
+    """(folder to read, {table: file name}) of a partition, or of one CSV given for a one-table model."""
+    from tabular_mlops.ingest import is_single_file, single_file_source
+
+    tables = tables_to_read(config)
+    if is_single_file(input_location):  # `mlops score --input x.csv`: any name, one table only
+        files = [config.data.tables[t].file for t in tables]
+        folder, name = single_file_source(config.name, input_location, files)
+        if not storage.exists(input_location, config.data.aws_conn_id):
+            raise PartitionMissing(f"{input_location}: no such file; nothing scored")
+        return folder, {tables[0]: name}
+    files = storage.list_files(input_location, config.data.aws_conn_id)
+    if not files:
+        raise PartitionMissing(
+            f"{input_location}: no input files (partition missing or empty); nothing scored"
+        )
+    return input_location, find_tables(config, input_location, files, tables)
+
+
 def prepare(
     config: ModelConfig,
     pinned: PinnedModel,
@@ -435,17 +454,12 @@ def prepare(
     say = progress or (lambda _m: None)
     conn = config.data.aws_conn_id
     started = time.perf_counter()
-    files = storage.list_files(input_location, conn)
-    if not files:
-        raise PartitionMissing(
-            f"{input_location}: no input files (partition missing or empty); nothing scored"
-        )
-    found = find_tables(config, input_location, files, tables_to_read(config))
+    location, found = _input_tables(config, input_location)
     # Claimed before the first write, so the deletes of a failed or finished run pass the same check.
     storage.claim(staging, STAGING_ENTRIES, conn)
     work = Path(tempfile.mkdtemp(prefix="mlops-prepare-"))
     try:
-        inputs, typed = load_tables(config, input_location, found, work, say)
+        inputs, typed = load_tables(config, location, found, work, say)
         storage.upload(work / REJECTS, storage.join(staging, REJECTS), conn)
         too_many = [
             f"{r.table}: {r.outcome.rows_quarantined:,} of {r.outcome.rows_read:,} rows rejected"

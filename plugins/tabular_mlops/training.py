@@ -6,16 +6,22 @@ its side as the data grows; a dry run logs and signs the model on its run and re
 Reads the typed interim tables (and the feature table for feature-store models), writes the split's
 test rows beside the run for the evaluate and gate stages, and returns small values (run id,
 version) that Airflow passes between tasks.
+
+`RunOverrides` are one run's changes to the config (`mlops train` flags, the training DAG's Params):
+`apply_overrides` validates them into a copy of the config, and the run records each one as an
+`override.<name>` param beside the effective values, so a run that was not the config's shows it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import subprocess
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +30,7 @@ import pandas as pd
 import pyarrow as pa
 
 from tabular_mlops import settings, signing, tracking
-from tabular_mlops.config import ModelConfig, SplitSpec
+from tabular_mlops.config import ConfigError, ModelConfig, ModelSpec, SplitSpec
 
 LABEL = "__label"
 TEST_ROWS = "test_rows.parquet"
@@ -41,6 +47,207 @@ GOLDEN_REQUESTS = "golden_requests.json"
 GOLDEN_ROWS = 50
 # Run tag of a dry run: its model was logged and signed on the run, and no version was registered.
 DRY_RUN_TAG = "mlops.dry_run"
+# Run tag listing the overrides a run was trained with (each is also an `override.<name>` param).
+OVERRIDES_TAG = "mlops.overrides"
+# The overrides a DAG run takes from its Params, by Param name (null: the config's value).
+PARAM_OVERRIDES = ("test_split", "learning_rate", "num_leaves", "experiment_name", "register_name")
+# Estimator arguments the bundle sets itself (modeling.build_estimator), and where they come from.
+RESERVED_PARAMS = {
+    "scale_pos_weight": "model.imbalance",
+    "random_state": "split.seed",
+    "early_stopping_rounds": "model.early_stopping_rounds",
+    "eval_metric": "the bundle (auc, then logloss for early stopping)",
+    "callbacks": "the bundle (early stopping)",
+}
+MAX_NUM_LEAVES = 131_072  # LightGBM's own upper bound
+MAX_REGISTERED_NAME = 256  # MLflow's registry stores names in a 256-character column
+
+
+class _CloudPickleNotice(logging.Filter):
+    """Drops MLflow's "Passing a Python object as `python_model`" notice, for the reason below."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Passing a Python object as `python_model`")
+
+
+def _quiet_cloudpickle_notice() -> None:
+    """Silence MLflow's models-from-code notice once per process.
+
+    MLflow recommends logging a model from a code file because unpickling runs code. Here every
+    version is signed (HMAC over its artifacts) and nothing unpickles a version whose signature
+    does not check out, which is the risk the notice is about. Models from code would rebuild the
+    classifier from artifacts in load_context; serving's fast path, monitoring and the golden check
+    read the unpickled object's booster, encoder and SQL, so that move belongs with the single
+    predict path, not here.
+    """
+    pyfunc_log = logging.getLogger("mlflow.pyfunc")
+    if not any(isinstance(f, _CloudPickleNotice) for f in pyfunc_log.filters):
+        pyfunc_log.addFilter(_CloudPickleNotice())
+
+
+@dataclass(frozen=True)
+class RunOverrides:
+    """One run's changes to a model config (CLI flags, DAG Params); None keeps the config's value."""
+
+    test_split: float | None = None
+    learning_rate: float | None = None
+    num_leaves: int | None = None
+    params: dict[str, Any] = field(default_factory=dict)  # any estimator argument (--param k=v)
+    experiment_name: str | None = None
+    register_name: str | None = None
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any] | None) -> RunOverrides:
+        """The overrides among a DAG run's Params (absent or null: the config's value)."""
+        given: dict[str, Any] = {name: (params or {}).get(name) for name in PARAM_OVERRIDES}
+        return cls(**given)
+
+    def given(self) -> dict[str, Any]:
+        """Each override that was given, by name; estimator arguments as `param.<key>`."""
+        found = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "params"}
+        given = {name: value for name, value in found.items() if value is not None}
+        return given | {f"param.{key}": value for key, value in self.params.items()}
+
+    def renames(self, config: ModelConfig) -> bool:
+        """True when the run registers under another name than `config`'s (the file's, unchanged)."""
+        return self.register_name is not None and self.register_name != config.model.registered_name
+
+
+def experiment_for(config: ModelConfig, overrides: RunOverrides | None = None) -> str:
+    """The MLflow experiment of a training run: the override, else the model's (tracking)."""
+    if overrides is not None and overrides.experiment_name is not None:
+        return overrides.experiment_name
+    return tracking.experiment_name(config.name)
+
+
+def apply_overrides(
+    config: ModelConfig, overrides: RunOverrides | None, naming: Callable[[str], str] = str
+) -> ModelConfig:
+    """A copy of `config` with the run's overrides, validated like the YAML is.
+
+    ConfigError names the override as the caller spells it (`naming`: "test_split" -> "--test-split").
+    """
+    if overrides is None or not overrides.given():
+        return config
+    split = config.split
+    if overrides.test_split is not None:
+        values = {**config.split.model_dump(), "test_size": overrides.test_split}
+        where = f"split.test_size; split.validation_size is {config.split.validation_size}"
+        split = _validated(SplitSpec, values, f"{naming('test_split')} {overrides.test_split}", where)
+    model_updates: dict[str, Any] = {}
+    params = estimator_overrides(config, overrides, naming)
+    if params:
+        model_updates["params"] = {**config.model.params, **params}
+    if overrides.register_name is not None:
+        _check_register_name(config, overrides.register_name, naming("register_name"))
+        model_updates["registered_name"] = overrides.register_name
+    model = config.model
+    if model_updates:
+        label = f"{naming('register_name')} {overrides.register_name!r}"
+        values = {**config.model.model_dump(), **model_updates}
+        model = _validated(ModelSpec, values, label, "model.registered_name: lower-case letters, digits, '-'")
+    if overrides.experiment_name is not None:
+        _check_experiment_name(overrides.experiment_name, naming("experiment_name"))
+    return config.model_copy(update={"split": split, "model": model})
+
+
+def estimator_overrides(
+    config: ModelConfig, overrides: RunOverrides, naming: Callable[[str], str] = str
+) -> dict[str, Any]:
+    """The estimator arguments the run changes, checked against the configured learner's get_params().
+
+    `learning_rate` applies to both boosters; `num_leaves` is LightGBM's and is refused for XGBoost,
+    whose trees are sized by max_depth (or max_leaves with grow_policy lossguide) instead.
+    """
+    wanted = {key: (f"{naming('param')} {key}={value!r}", value) for key, value in overrides.params.items()}
+    if overrides.learning_rate is not None:
+        rate = overrides.learning_rate
+        if not 0 < rate <= 1:
+            raise ConfigError(f"{naming('learning_rate')} {rate} refused: must be above 0 and at most 1")
+        _merge(wanted, "learning_rate", naming("learning_rate"), rate)
+    if overrides.num_leaves is not None:
+        leaves = overrides.num_leaves
+        if config.model.type != "lightgbm":
+            depth = config.model.params.get("max_depth", "its default")
+            raise ConfigError(
+                f"{naming('num_leaves')} applies to LightGBM, but {config.name} trains {config.model.type}, "
+                f"whose trees are sized by max_depth (now {depth}): use {naming('param')} max_depth=N, or "
+                f"{naming('param')} max_leaves=N with {naming('param')} grow_policy=lossguide"
+            )
+        if isinstance(leaves, bool) or not isinstance(leaves, int) or not 2 <= leaves <= MAX_NUM_LEAVES:
+            raise ConfigError(
+                f"{naming('num_leaves')} {leaves!r} refused: a whole number from 2 to {MAX_NUM_LEAVES}"
+            )
+        _merge(wanted, "num_leaves", naming("num_leaves"), leaves)
+    if wanted:
+        _check_estimator_keys(config, wanted)
+    return {key: value for key, (_label, value) in wanted.items()}
+
+
+def _merge(wanted: dict[str, tuple[str, Any]], key: str, label: str, value: Any) -> None:
+    """Add a dedicated flag's estimator argument; ConfigError when a --param gave it another value."""
+    if key in wanted and wanted[key][1] != value:
+        raise ConfigError(f"{label} {value!r} and {wanted[key][0]} disagree: give {key} once")
+    wanted[key] = (label, value)
+
+
+def _check_estimator_keys(config: ModelConfig, wanted: dict[str, tuple[str, Any]]) -> None:
+    """Refuse arguments the configured estimator does not have, the bundle sets, or of the wrong kind."""
+    from tabular_mlops.modeling import build_estimator
+
+    estimator = build_estimator(config.model, 1.0, config.split.seed)
+    known = estimator.get_params()
+    kind = f"{type(estimator).__name__} ({config.model.type}, {config.name})"
+    for key, (label, value) in wanted.items():
+        if key in RESERVED_PARAMS:
+            raise ConfigError(f"{label} refused: {key} is set by {RESERVED_PARAMS[key]}, not by hand")
+        if key not in known:
+            names = ", ".join(sorted(k for k in known if k not in RESERVED_PARAMS))
+            raise ConfigError(f"{label} refused: {kind} has no parameter {key!r}; it has: {names}")
+        current = known[key]
+        numeric = isinstance(current, int | float) and not isinstance(current, bool)
+        if numeric and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise ConfigError(f"{label} refused: {key} takes a number (now {current!r})")
+        if isinstance(current, bool) and not isinstance(value, bool):
+            raise ConfigError(f"{label} refused: {key} takes true or false (now {current!r})")
+
+
+def _validated(kind: type[Any], values: dict[str, Any], label: str, where: str) -> Any:
+    """`kind` validated from `values`; ConfigError naming the override and the field it sets."""
+    from pydantic import ValidationError
+
+    try:
+        return kind.model_validate(values)
+    except ValidationError as exc:
+        reasons = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+        raise ConfigError(f"{label} refused: {reasons} ({where})") from None
+
+
+def _check_register_name(config: ModelConfig, name: str, label: str) -> None:
+    """Refuse a registry name too long for MLflow or belonging to another model config."""
+    from tabular_mlops.config import load_model_configs
+
+    if len(name) > MAX_REGISTERED_NAME:
+        raise ConfigError(f"{label}: at most {MAX_REGISTERED_NAME} characters, got {len(name)}")
+    folder = Path(config.source_file).parent if config.source_file else None
+    for other in load_model_configs(folder).values():
+        if other.name != config.name and other.model.registered_name == name:
+            raise ConfigError(
+                f"{label} {name!r} refused: it is the registered model of {other.name} "
+                f"({other.source_file}); a run of {config.name} must not add versions to it"
+            )
+
+
+def _check_experiment_name(name: str, label: str) -> None:
+    """Refuse an experiment name MLflow would refuse, or that only differs from another by spaces."""
+    from mlflow.utils.validation import MAX_EXPERIMENT_NAME_LENGTH
+
+    if not name.strip() or name != name.strip():
+        raise ConfigError(f"{label} {name!r} refused: empty, or starts or ends with a space")
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise ConfigError(f"{label} {name!r} refused: it contains a control character")
+    if len(name) > MAX_EXPERIMENT_NAME_LENGTH:
+        raise ConfigError(f"{label}: at most {MAX_EXPERIMENT_NAME_LENGTH} characters, got {len(name)}")
 
 
 @dataclass
@@ -371,6 +578,18 @@ def _register(
     return version, f"models:/{name}/{version}"
 
 
+def _record_overrides(overrides: RunOverrides | None, say: Any) -> None:
+    """Log each override as param `override.<name>` and list them in the run tag OVERRIDES_TAG."""
+    import mlflow
+
+    given = overrides.given() if overrides is not None else {}
+    if not given:
+        return
+    mlflow.log_params({f"override.{name}": value for name, value in given.items()})
+    mlflow.set_tag(OVERRIDES_TAG, ",".join(sorted(given)))
+    say("overrides of the config: " + ", ".join(f"{name}={value!r}" for name, value in given.items()))
+
+
 def _signed_word(signature: str | None) -> str:
     return "signed" if signature else "UNSIGNED: no key"
 
@@ -382,10 +601,13 @@ def train_candidate(
     origin: dict[str, str] | None = None,
     progress: Any = None,
     register: bool = True,
+    overrides: RunOverrides | None = None,
 ) -> TrainResult:
     """Fit the configured booster, log the pyfunc with lineage, register it as a new version.
 
     With `register=False` (a dry run) the signed model stays on the MLflow run: no version.
+    `config` already carries the run's `overrides` (apply_overrides); they are recorded on the run,
+    and their experiment_name, if any, is the run's experiment.
     """
     import mlflow
     from mlflow.models import infer_signature
@@ -425,7 +647,7 @@ def train_candidate(
     classifier.preprocessor, classifier.estimator = preprocessor, estimator
 
     name = tracking.registered_name(config.model.registered_name)
-    experiment_id = tracking.ensure_experiment(tracking.experiment_name(config.name))
+    experiment_id = tracking.ensure_experiment(experiment_for(config, overrides))
     lineage = {
         "git_commit": git_commit(),
         "input_fingerprint": input_fingerprint(interim_dir),
@@ -447,12 +669,15 @@ def train_candidate(
                 "model.imbalance": config.model.imbalance,
                 "split.seed": config.split.seed,
                 "split.test_size": config.split.test_size,
+                "split.validation_size": config.split.validation_size,
+                "model.registered_name": name,
                 "best_iteration": best,
                 "rows.train": len(parts["train"]),
                 "rows.valid": len(parts["valid"]),
                 "rows.test": len(parts["test"]),
             }
         )
+        _record_overrides(overrides, say)
         mlflow.log_dict({"features": classifier.feature_columns}, "features/feature_columns.json")
         importance = feature_importance(estimator, list(x_train.columns))
         mlflow.log_dict(importance.head(200).round(6).to_dict(), "features/importance.json")
@@ -464,6 +689,7 @@ def train_candidate(
 
         example = signature_frame(frame.iloc[parts["train"][:5]])
         signature = infer_signature(example, classifier.predict(None, example))
+        _quiet_cloudpickle_notice()
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=classifier,

@@ -49,8 +49,11 @@ def test_unknown_model_and_missing_folder_are_clear_errors(tmp_path: Path, works
     assert "fraud" in unknown.stderr and "churn" in unknown.stderr  # names what exists
 
     missing = run_mlops("validate", "--model", "churn", "--data", str(tmp_path / "nowhere"))
-    assert missing.returncode == 1
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr
     assert f"{tmp_path / 'nowhere'}: data folder does not exist" in missing.stderr
+    # What it looked for, and that the one table's CSV file itself would do.
+    assert "churn reads one table: a folder holding WA_Fn-UseC_-Telco-Customer-Churn.csv" in missing.stderr
+    assert "or a .csv file of that table" in missing.stderr
 
 
 def test_bad_arguments_exit_2_with_usage(tmp_path: Path) -> None:
