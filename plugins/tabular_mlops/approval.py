@@ -14,7 +14,7 @@ from __future__ import annotations
 import html
 import logging
 import os
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
@@ -204,7 +204,12 @@ def _task_link(context: Any) -> str:
 
 
 def answer_in_metadata_db(
-    dag_id: str, option: str, comment: str, user: dict[str, str], timeout: float = 600
+    dag_id: str,
+    option: str,
+    comment: str,
+    user: dict[str, str],
+    timeout: float = 600,
+    since: datetime | None = None,
 ) -> str:
     """Answer the waiting approval task of `dag_id` by writing the metadata DB directly; return its run id.
 
@@ -231,6 +236,8 @@ def answer_in_metadata_db(
                 TaskInstance.task_id == TASK_ID,
                 TaskInstance.state == TaskInstanceState.AWAITING_INPUT,
             )
+            if since is not None:  # a question asked before `since` belongs to another run
+                query = query.where(TaskInstance.start_date >= since)
             ti = session.scalars(query).first()
             detail = session.scalar(select(HITLDetail).where(HITLDetail.ti_id == ti.id)) if ti else None
             if ti is not None and detail is not None:

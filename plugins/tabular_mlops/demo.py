@@ -25,8 +25,16 @@ from typing import Any
 
 from tabular_mlops import settings
 from tabular_mlops.demo_console import FAIL, OK, WARN, Story, seconds
-from tabular_mlops.demo_facts import DayFacts, ModelOutcome, day_facts, mail_dir, training_facts
+from tabular_mlops.demo_facts import (
+    DayFacts,
+    ModelOutcome,
+    day_facts,
+    mail_dir,
+    predictions_partition,
+    training_facts,
+)
 from tabular_mlops.demo_page import write_index
+from tabular_mlops.local_airflow import AirflowHomeBusy, airflow_home_lock, default_home
 from tabular_mlops.mail_sink import smtp_sink
 
 # model -> (dataset, rows, seed, what one row is); sizes large enough for a stable test-split AUC.
@@ -81,7 +89,7 @@ def _stage_partition(model: str, dataset: str, day: date, drift: bool) -> Path:
 
 def _prepare_airflow(story: Story) -> None:
     """Point Airflow at a private home in the project and migrate its metadata DB (idempotent)."""
-    home = Path(os.environ.setdefault("AIRFLOW_HOME", str(settings.project_dir() / ".airflow")))
+    home = Path(os.environ.setdefault("AIRFLOW_HOME", str(default_home())))
     os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
     os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(settings.project_dir() / "dags"))
     # Task logs are files here; MLflow's download bars would add thousands of characters to them.
@@ -102,10 +110,17 @@ def _approve_in_background(model: str) -> None:
 
     from tabular_mlops.approval import APPROVE, answer_in_metadata_db
 
+    # Only this run's question: an interrupted earlier demo may have left one parked.
+    since = datetime.now(UTC)
+
     def approve() -> None:
         try:
             answer_in_metadata_db(
-                f"{model}_training", APPROVE, "approved by make demo", {"id": "demo", "name": "demo"}
+                f"{model}_training",
+                APPROVE,
+                "approved by make demo",
+                {"id": "demo", "name": "demo"},
+                since=since,
             )
         except TimeoutError:  # the run ended before asking (a refused gate): nothing to approve
             pass
@@ -159,14 +174,6 @@ def _train(story: Story, bag: Any, model: str, outcome: ModelOutcome) -> bool:
     return True
 
 
-def _predictions_partition(model: str, day: date) -> str:
-    """Where batch scoring publishes `day`'s predictions."""
-    from tabular_mlops.config import get_model_config
-    from tabular_mlops.scoring import partition
-
-    return settings.resolve_location(partition(get_model_config(model), "predictions", day))
-
-
 def _play_day(story: Story, bag: Any, model: str, day: date, drift: bool) -> DayFacts:
     """Stage one day's partition, score it and monitor it; say what monitoring found."""
     dataset, _, _, noun = DATASETS[model]
@@ -177,7 +184,7 @@ def _play_day(story: Story, bag: Any, model: str, day: date, drift: bool) -> Day
         label += f", {INCIDENT_LABEL[model]}"
     since = time.time()
     # Monitoring is told the partition: a manual run would otherwise take the newest one.
-    conf = {"batch_scoring": {}, "monitoring": {"current": _predictions_partition(model, day)}}
+    conf = {"batch_scoring": {}, "monitoring": {"current": str(predictions_partition(model, day))}}
     for kind in ("batch_scoring", "monitoring"):
         run = _run_dag(
             story, bag, f"{model}_{kind}", logical_date=logical, run_conf=conf[kind], log_suffix=f"_{day}"
@@ -207,9 +214,14 @@ def _commands() -> dict[str, str]:
     """How to look further, as the page and the last lines give them."""
     from tabular_mlops import tracking
 
+    # A configured server's URI may carry credentials: name the variable, never print the value.
+    mlflow_ui = (
+        f"{Path(sys.executable).parent / 'mlflow'} ui --backend-store-uri {tracking.tracking_uri()}"
+        if tracking.is_embedded()
+        else "the MLflow server in MLFLOW_TRACKING_URI"
+    )
     return {
-        "MLflow UI (http://127.0.0.1:5000)": f"{Path(sys.executable).parent / 'mlflow'} ui "
-        f"--backend-store-uri {tracking.tracking_uri()}",
+        "MLflow UI (http://127.0.0.1:5000)": mlflow_ui,
         "Airflow UI (http://127.0.0.1:8080)": "make airflow",
         "Monitoring dashboards (http://127.0.0.1:8001)": "make monitoring-ui",
         "REST scoring (http://127.0.0.1:8000/docs)": "make serve",
@@ -228,8 +240,33 @@ def _load_dags(story: Story) -> Any:
     return bag
 
 
+def _check_local_lake(story: Story) -> None:
+    """The demo stages files with local paths: refuse a lake in object storage (MLOPS_LAKE)."""
+    from tabular_mlops.config import get_model_config
+    from tabular_mlops.scoring import lake_root
+
+    for model in DATASETS:
+        lake = settings.resolve_location(lake_root(get_model_config(model)))
+        if "://" in lake:
+            story.say(
+                f"{FAIL} the demo plays its days on a local lake, and {model}'s is {lake}: unset MLOPS_LAKE"
+            )
+            raise SystemExit(2)
+
+
 def _run(story: Story) -> list[ModelOutcome]:
-    """Everything between the first and the last lines."""
+    """Everything between the first and the last lines, holding the Airflow home against `make airflow`."""
+    _check_local_lake(story)
+    try:
+        with airflow_home_lock(default_home()):
+            return _run_locked(story)
+    except AirflowHomeBusy as busy:
+        story.say(f"{FAIL} {busy}")
+        raise SystemExit(1) from None
+
+
+def _run_locked(story: Story) -> list[ModelOutcome]:
+    """Migrate, load the DAGs, then train and play both days of each model with the mail sink up."""
     _prepare_airflow(story)
     bag = _load_dags(story)
     today = datetime.now(UTC).date()
@@ -266,8 +303,14 @@ def main() -> int:
         ok = all(o.ok for o in outcomes)
         story.say(f"{OK if ok else FAIL} demo {'done' if ok else 'FAILED'} in {seconds(started)}")
         return 0 if ok else 1
+    except KeyboardInterrupt:
+        story.say(f"{FAIL} interrupted; what ran so far is logged in {log_dir}/")
+        return 130
     except SystemExit as stop:
-        return int(stop.code or 1)
+        if isinstance(stop.code, int):
+            return stop.code
+        story.say(f"{FAIL} {stop.code}")
+        return 1
     except Exception as error:  # noqa: BLE001 - said in one line; the traceback goes to the log
         traceback.print_exc()
         story.say(

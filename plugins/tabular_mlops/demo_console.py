@@ -80,6 +80,7 @@ class Story:
         self._stderr_fd = os.dup(2)
         self._terminal: TextIO = os.fdopen(self._terminal_fd, "w", buffering=1, encoding="utf-8")
         self.console = Console(file=self._terminal, highlight=False, soft_wrap=True)
+        self._closed = False
         self._redirect(log_dir / "demo.log")
 
     def _redirect(self, path: Path) -> None:
@@ -126,6 +127,10 @@ class Story:
             TimeElapsedColumn(),
             console=self.console,
             transient=True,
+            # Rich would swap sys.stdout/stderr for writers that print above the bar, putting the
+            # task logs back on the terminal; descriptors 1 and 2 already go to the step's log.
+            redirect_stdout=False,
+            redirect_stderr=False,
         )
         bar = progress.add_task(label, total=total, task="")
         listener = TaskProgress(progress, bar, total)
@@ -138,15 +143,26 @@ class Story:
             manager.pm.unregister(listener)
 
     def close(self) -> None:
-        """Give the process its terminal back."""
-        sys.stdout.flush()
-        sys.stderr.flush()
+        """Give the process its terminal back (once; safe after a broken pipe)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except OSError:  # e.g. `make demo | head` closed the pipe: restore the descriptors anyway
+            pass
         os.dup2(self._terminal_fd, 1)
         os.dup2(self._stderr_fd, 2)
         os.close(self._stderr_fd)
+        try:
+            self._terminal.close()
+        except OSError:
+            pass
 
 
 def seconds(started: float) -> str:
     """Elapsed time since `started`, as the story prints it."""
-    took = time.perf_counter() - started
-    return f"{took:.0f} s" if took < 90 else f"{took // 60:.0f} min {took % 60:02.0f} s"
+    took = round(time.perf_counter() - started)
+    minutes, secs = divmod(took, 60)
+    return f"{took} s" if took < 90 else f"{minutes} min {secs:02d} s"

@@ -25,12 +25,6 @@ def mail_dir() -> Path:
     return settings.reports_dir() / "mail"
 
 
-def newest(folder: Path) -> Path | None:
-    """The most recently written entry of a folder, or None when it is empty or missing."""
-    entries = list(folder.iterdir()) if folder.is_dir() else []
-    return max(entries, key=lambda p: p.stat().st_mtime, default=None)
-
-
 @dataclass
 class TrainingFacts:
     """One training run: its evaluation folder, metrics, gate verdict and registry outcome."""
@@ -65,6 +59,16 @@ def _version_of_run(name: str, run_id: str) -> str | None:
     return str(versions[0].version) if versions else None
 
 
+def _mlflow_run(airflow_run_id: str) -> str | None:
+    """The MLflow run a training DAG run logged (its lineage tag names the Airflow run)."""
+    from tabular_mlops import tracking
+
+    client = tracking.configure()
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(experiments, f"tags.airflow_run_id = '{airflow_run_id}'", max_results=1)
+    return runs[0].info.run_id if runs else None
+
+
 def _rows_in(folder: Path | None) -> int:
     """Rows over every CSV in a quarantine folder."""
     if folder is None:
@@ -72,32 +76,33 @@ def _rows_in(folder: Path | None) -> int:
     return sum(len(pd.read_csv(path)) for path in folder.glob("*.csv"))
 
 
+def _json(path: Path | None) -> dict[str, Any]:
+    """A JSON report, or {} when the run did not write it."""
+    return json.loads(path.read_text()) if path is not None and path.exists() else {}
+
+
 def training_facts(model: str, airflow_run_id: str) -> TrainingFacts:
-    """Facts of the newest training run of `model` (the one the demo just ran)."""
+    """Facts of the training DAG run `airflow_run_id` of `model`, from its reports and the registry."""
     from tabular_mlops import registry, tracking
     from tabular_mlops.config import get_model_config
-
-    name = tracking.registered_name(get_model_config(model).model.registered_name)
-    evaluation = newest(settings.reports_dir() / "evaluation" / model)
-
-    def read(name: str) -> dict[str, Any]:
-        path = evaluation / name if evaluation else None
-        return json.loads(path.read_text()) if path and path.exists() else {}
-
     from tabular_mlops.ingest import safe_run_id
+    from tabular_mlops.promotion import evaluation_dir
 
-    quarantine: Path | None = settings.data_dir() / "quarantine" / model / safe_run_id(airflow_run_id)
-    quarantine = quarantine if quarantine and quarantine.is_dir() else None
+    config = get_model_config(model)
+    name = tracking.registered_name(config.model.registered_name)
+    run = _mlflow_run(airflow_run_id)
+    evaluation = evaluation_dir(config, run) if run else None
+    quarantine = settings.data_dir() / "quarantine" / model / safe_run_id(airflow_run_id)
     return TrainingFacts(
         model=model,
-        evaluation_dir=evaluation,
-        metrics=read("metrics.json"),
-        gate=read("gate_verdict.json"),
+        evaluation_dir=evaluation if evaluation and evaluation.is_dir() else None,
+        metrics=_json(evaluation / "metrics.json" if evaluation else None),
+        gate=_json(evaluation / "gate_verdict.json" if evaluation else None),
         registered_name=name,
-        version=_version_of_run(name, evaluation.name) if evaluation else None,
+        version=_version_of_run(name, run) if run else None,
         production=registry.alias_version(name, registry.PRODUCTION),
-        quarantine_dir=quarantine,
-        quarantined=_rows_in(quarantine),
+        quarantine_dir=quarantine if quarantine.is_dir() else None,
+        quarantined=_rows_in(quarantine if quarantine.is_dir() else None),
     )
 
 
@@ -138,6 +143,14 @@ class DayFacts:
         return f"{scored}; {verdict}\n  → {sent}: {self.email}"
 
 
+def predictions_partition(model: str, day: date) -> Path:
+    """Where batch scoring publishes `day`'s predictions (the demo's lake is local)."""
+    from tabular_mlops.config import get_model_config
+    from tabular_mlops.scoring import partition
+
+    return Path(settings.resolve_location(partition(get_model_config(model), "predictions", day)))
+
+
 def _manifest_counts(folder: Path) -> tuple[int, int]:
     """Rows scored and rejected in a predictions partition, as its manifest counts them."""
     counts = json.loads((folder / "_manifest.json").read_text())["counts"]
@@ -165,11 +178,12 @@ def read_email(path: Path) -> EmailMessage:
 def day_facts(model: str, day: date, drifted: bool, since: float) -> DayFacts:
     """Facts of one scored and monitored day; `since` tells a new email from an earlier run's."""
     from tabular_mlops.config import get_model_config
-    from tabular_mlops.scoring import partition
+    from tabular_mlops.monitoring import SUMMARY, report_dir
 
-    folder = Path(settings.resolve_location(partition(get_model_config(model), "predictions", day)))
+    config = get_model_config(model)
+    folder = predictions_partition(model, day)
     scored, rejected = _manifest_counts(folder)
-    summary_path = settings.reports_dir() / "monitoring" / model / f"dt={day}" / "summary.json"
+    summary_path = report_dir(config, day.isoformat()) / SUMMARY
     summary = json.loads(summary_path.read_text())
     # Only a breached window has an alert; a day that breached in an earlier run keeps its old one.
     mail = alert_email(model, day) if summary.get("breach") else None

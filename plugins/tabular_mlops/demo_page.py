@@ -2,8 +2,9 @@
 
 Per model: the gate verdict, the test metrics, the evaluation plots, the model card, the rows set
 aside at ingest, a sample of predictions, each day's monitoring verdict with its Evidently report,
-and the alert email as its reader sees it. Every link is relative to the page, so the folder can
-be zipped and sent.
+and the alert email as its reader sees it (in a frame that runs no scripts). Every link is relative
+to the page (predictions and quarantined rows live under the data folder, beside the reports), so
+it opens from disk with no server.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def _link(target: Path | str, text: str) -> str:
 
 
 def _table(rows: Iterable[Iterable[Any]], header: Iterable[str], raw: bool = False) -> str:
-    """An HTML table of escaped cells; `raw` cells are already HTML."""
+    """An HTML table of escaped cells; `raw` cells are HTML this module built from escaped values."""
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     cell = (lambda v: str(v)) if raw else (lambda v: html.escape(str(v)))
     body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>" for row in rows)
@@ -53,12 +54,19 @@ def _table(rows: Iterable[Iterable[Any]], header: Iterable[str], raw: bool = Fal
 
 
 def _markdown(text: str) -> str:
-    """The model card as HTML (Python-Markdown, installed with the docs tools), else preformatted."""
+    """The model card as HTML (Python-Markdown, installed with the docs tools), else preformatted.
+
+    Raw HTML in the card is escaped, not passed through: the card quotes config descriptions,
+    gate details and error texts, none of which may put markup on the page.
+    """
     try:
         import markdown
     except ImportError:  # the runtime image has no docs tools: show the card as written
         return f"<pre>{html.escape(text)}</pre>"
-    return str(markdown.markdown(text, extensions=["tables"]))
+    converter = markdown.Markdown(extensions=["tables"])
+    converter.preprocessors.deregister("html_block")
+    converter.inlinePatterns.deregister("html")
+    return str(converter.convert(text))
 
 
 def _gate(facts: TrainingFacts) -> str:
@@ -67,7 +75,7 @@ def _gate(facts: TrainingFacts) -> str:
     verdict = '<span class="pass">passed</span>' if passed else '<span class="fail">refused</span>'
     checks = [
         (
-            c["name"],
+            html.escape(str(c["name"])),
             _fmt(c.get("value")),
             _fmt(c.get("bound")),
             {True: "pass", False: "FAIL"}.get(c["passed"], "not judged"),
@@ -75,14 +83,16 @@ def _gate(facts: TrainingFacts) -> str:
         for c in facts.gate.get("checks", [])
     ]
     # The test metrics are in the model card below, beside production's.
-    return f"<h3>Quality gate: {verdict}</h3>{_table(checks, ('check', 'value', 'bound', 'result'))}"
+    return (
+        f"<h3>Quality gate: {verdict}</h3>{_table(checks, ('check', 'value', 'bound', 'result'), raw=True)}"
+    )
 
 
 def _fmt(value: Any) -> str:
     """Numbers to four decimals, the rest as they are."""
     if isinstance(value, float):
         return f"{value:,.0f}" if value.is_integer() and abs(value) >= 1 else f"{value:.4f}"
-    return "-" if value is None else str(value)
+    return "-" if value is None else html.escape(str(value))
 
 
 def _plots(facts: TrainingFacts) -> str:
@@ -133,7 +143,7 @@ def _predictions(day: DayFacts) -> str:
         for f in ("predictions.parquet", "rejects.csv", "_manifest.json")
         if (day.predictions_dir / f).exists()
     )
-    return f"<p>Sample of predictions ({links}):</p>{_table(rows, frame.columns)}"
+    return f"<p>Sample of predictions ({links}):</p>{_table(rows, frame.columns, raw=True)}"
 
 
 def _email(path: Path) -> str:
@@ -155,7 +165,9 @@ def _email(path: Path) -> str:
     return (
         f"<h3>Alert email ({_link(path, path.name)})</h3>{_table(headers, ('header', 'value'))}"
         f"<p>Attachments: {', '.join(attachments) or 'none'}</p>"
-        f'<iframe title="alert email body" src="{_href(folder / "body.html")}"></iframe>'
+        # No allow-scripts: the sink takes mail from any local process, so the body runs no code.
+        f'<iframe title="alert email body" sandbox="allow-same-origin" '
+        f'src="{_href(folder / "body.html")}"></iframe>'
     )
 
 
@@ -184,13 +196,11 @@ def _day(day: DayFacts) -> str:
 
 def _model(outcome: ModelOutcome) -> str:
     """The section of one model."""
-    facts = outcome.facts
-    head = (
-        f'<h2 id="{outcome.model}">{outcome.model}</h2><p>Training DAG run: {html.escape(outcome.training)}'
-    )
+    facts, model = outcome.facts, html.escape(outcome.model)
+    head = f'<h2 id="{model}">{model}</h2><p>Training DAG run: {html.escape(outcome.training)}'
     if facts is None:
         return head + "</p>"
-    head += f"; {html.escape(facts.registered_name)} in production: version {facts.production}</p>"
+    head += f"; {html.escape(facts.registered_name)} in production: version {_fmt(facts.production)}</p>"
     days = "".join(_day(d) for d in outcome.days)
     return head + _gate(facts) + _plots(facts) + _quarantine(facts) + days
 
@@ -199,8 +209,9 @@ def _glance_row(outcome: ModelOutcome) -> list[str]:
     """One model's line in the summary table (cells are HTML)."""
     facts = outcome.facts
     gate = "-" if facts is None else ("passed" if facts.gate.get("passed") else '<b class="fail">refused</b>')
-    cells = [f'<a href="#{outcome.model}">{outcome.model}</a>', html.escape(outcome.training), gate]
-    cells.append("-" if facts is None else f"{html.escape(facts.registered_name)} v{facts.production}")
+    model = html.escape(outcome.model)
+    cells = [f'<a href="#{model}">{model}</a>', html.escape(outcome.training), gate]
+    cells.append("-" if facts is None else f"{html.escape(facts.registered_name)} v{_fmt(facts.production)}")
     for day in outcome.days:
         verdict = "failed" if day.error else ("BREACH" if day.breach else "OK")
         mail = f" → {_link(day.email, 'alert email')}" if day.email else ""
@@ -210,9 +221,11 @@ def _glance_row(outcome: ModelOutcome) -> list[str]:
 
 def write_index(outcomes: list[ModelOutcome], commands: dict[str, str]) -> Path:
     """Write `reports/index.html` for the demo's outcomes; returns its path."""
-    nav = " · ".join(f'<a href="#{o.model}">{o.model}</a>' for o in outcomes)
+    nav = " · ".join(f'<a href="#{html.escape(o.model)}">{html.escape(o.model)}</a>' for o in outcomes)
     how = _table(
-        ((k, f"<code>{html.escape(v)}</code>") for k, v in commands.items()), ("open", "command"), raw=True
+        ((html.escape(k), f"<code>{html.escape(v)}</code>") for k, v in commands.items()),
+        ("open", "command"),
+        raw=True,
     )
     page = (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'

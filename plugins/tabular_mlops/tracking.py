@@ -38,21 +38,27 @@ def mlflow_dir() -> Path:
     return Path(os.environ.get("MLOPS_MLFLOW_DIR", settings.project_dir() / "mlruns")).resolve()
 
 
-def tracking_uri() -> str:
-    """MLFLOW_TRACKING_URI, else the embedded SQLite store."""
-    load_dotenv_once()
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return uri
+def _embedded_uri() -> str:
+    """The embedded SQLite store's URI (its folder is created on first use)."""
     folder = mlflow_dir()
     folder.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{folder / 'mlflow.db'}"
 
 
-def is_embedded() -> bool:
-    """True when runs go to the embedded store rather than a configured server."""
+def tracking_uri() -> str:
+    """MLFLOW_TRACKING_URI, else the embedded SQLite store."""
     load_dotenv_once()
-    return not os.environ.get("MLFLOW_TRACKING_URI")
+    return os.environ.get("MLFLOW_TRACKING_URI") or _embedded_uri()
+
+
+def is_embedded() -> bool:
+    """True when runs go to the embedded store rather than a configured server.
+
+    Compared by value: mlflow.set_tracking_uri (in `configure`) writes MLFLOW_TRACKING_URI into
+    the environment, so "the variable is unset" stops being true after the first configure, and
+    experiments created later put their artifacts in the working directory's ./mlruns.
+    """
+    return tracking_uri() == _embedded_uri()
 
 
 def experiment_name(model: str) -> str:

@@ -62,8 +62,12 @@ class Demo:
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     """`python -m tabular_mlops.demo` in a home of its own (the same command `make demo` runs)."""
     home = tmp_path_factory.mktemp("demo")
+    # As a shell that ran `make demo` would have it: none of the test session's Airflow, MLflow or
+    # bundle settings (unit-test mode, a signing key), only this run's folders. The online-store
+    # prefix stays the session's, so the session's cleanup removes the demo's Redis keys too.
+    keep = ("MLOPS_ONLINE_STORE_PREFIX",)
     env = {
-        k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "AIRFLOW_CONN_SMTP_DEFAULT")
+        k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLFLOW", "MLOPS_")) or k in keep
     }
     env.update(
         MLOPS_DATA_DIR=str(home / "data"),
