@@ -8,13 +8,14 @@ reasons; a credit_risk application without history tables reads its history from
 store, MLOPS_ONLINE_STORE_URL; 503 "no production version of <registered name> yet" for a served
 model that has none, while the others score), `GET /v1/models`, `GET /v1/models/{model}`,
 `GET /health` (with the served models), `GET /ready` (200 once every served model has a version
-loaded, else 503 with each missing model's reason), `GET /ready/{model}` (the same for one model,
-404 for a model not served here), `GET /metrics`, and with MLOPS_WEBHOOK_SECRET set
-`POST /internal/registry-events` (MLflow's signed alias webhook, serving.webhook). With `SERVING_API_KEY`
-set, scoring and model routes need `Authorization: Bearer <key>`; health, readiness and metrics stay
-open, and the webhook authenticates by its HMAC signature instead. The key, the body
-limit and the in-flight budget (`SERVING_MAX_BODY_BYTES`, `SERVING_MAX_INFLIGHT_BYTES`) are
-enforced by `serving.guard` before the body is read.
+loaded, else 503 with each missing model's reason: "no production version of <name> yet", "not
+loaded yet", or for any load or registry error a fixed text pointing at /health and the log),
+`GET /ready/{model}` (the same for one model, 404 for a model not served here), `GET /metrics`,
+and with MLOPS_WEBHOOK_SECRET set `POST /internal/registry-events` (MLflow's signed alias webhook,
+serving.webhook). With `SERVING_API_KEY` set, scoring and model routes need `Authorization: Bearer
+<key>`; health, readiness and metrics stay open, and the webhook authenticates by its HMAC
+signature instead. The key, the body limit and the in-flight budget (`SERVING_MAX_BODY_BYTES`,
+`SERVING_MAX_INFLIGHT_BYTES`) are enforced by `serving.guard` before the body is read.
 """
 
 # No `from __future__ import annotations`: FastAPI must see the per-model body types as objects.
@@ -30,6 +31,7 @@ from typing import Annotated, Any
 from fastapi import Body, FastAPI, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from tabular_mlops import tracking
 from tabular_mlops.features import FeatureBuildError
 from tabular_mlops.online_store import OnlineStoreError
 from tabular_mlops.webhooks import SECRET_ENV, webhook_secret
@@ -45,6 +47,7 @@ from serving.models import (
     Served,
     limit_registry_retries,
     max_records,
+    no_production,
     reload_seconds,
     signing_status,
 )
@@ -54,6 +57,9 @@ from serving.shadow import Shadow
 from serving.webhook import NoticeBoard, events_dir, mount
 
 log = logging.getLogger("serving")
+# /ready's reason for a load or registry error: the error itself may hold registry URLs and
+# exception text, and /ready is open; /health (also open, internal network) and the log have it.
+NOT_LOADED = "not loaded; details in /health and the service log"
 # The caller's data, not a server fault: values the schema allows but the features cannot be
 # computed from (an overflow in the SQL, an infinite ratio).
 _INPUT_ERRORS = (ScoringInputError, FeatureBuildError, ValueError, OverflowError, KeyError)
@@ -256,7 +262,7 @@ def create_app(store: ModelStore | None = None, watch: bool = True) -> FastAPI:
 
     @app.get("/ready")
     async def ready() -> JSONResponse:
-        missing = {name: reason for name in store.configs if (reason := store.not_ready(name))}
+        missing = {name: reason for name in store.configs if (reason := _not_ready(store, name))}
         content = {"ready": not missing, "models": list(store.configs), "missing": missing}
         return JSONResponse(status_code=503 if missing else 200, content=content)
 
@@ -264,7 +270,7 @@ def create_app(store: ModelStore | None = None, watch: bool = True) -> FastAPI:
     async def model_ready(model: str) -> JSONResponse:
         if model not in store.configs:
             raise _not_served(model, store)
-        reason = store.not_ready(model)
+        reason = _not_ready(store, model)
         if reason is not None:
             return JSONResponse(status_code=503, content={"model": model, "ready": False, "reason": reason})
         return JSONResponse(content={"model": model, "ready": True, "version": store.served[model].version})
@@ -308,6 +314,20 @@ def _not_served(model: str, store: ModelStore) -> HTTPException:
     served = ", ".join(store.configs) or "none"
     detail = f"model {model!r} is not served here; served models: {served}"
     return HTTPException(status_code=404, detail=detail)
+
+
+def _not_ready(store: ModelStore, name: str) -> str | None:
+    """Why `name` takes no traffic, in words fit for the open /ready routes (None: ready).
+
+    "no production version of <registered> yet" and "not loaded yet" as they are; any other
+    reason (a load error, a refused signature, the registry unreachable) becomes NOT_LOADED."""
+    reason = store.not_ready(name)
+    if reason is None:
+        return None
+    unpromoted = no_production(tracking.registered_name(store.configs[name].model.registered_name))
+    if name in store.unpromoted or reason == unpromoted:
+        return unpromoted
+    return reason if name not in store.errors else NOT_LOADED
 
 
 def _not_servable(name: str, rid: str, exc: NotServable) -> str:

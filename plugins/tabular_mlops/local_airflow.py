@@ -12,7 +12,13 @@ first start, printed once, and kept where the manager reads it
 shares is kept beside it (`<home>/jwt_secret`, 0600).
 
 Output of the children goes to `<home>/logs/local/<process>.log`. Ctrl-C (SIGINT, SIGTERM, SIGHUP)
-stops all four; when one dies the others are stopped and the exit is non-zero with its log's tail.
+stops all four: the scheduler, triggerer and dag-processor first, then the api-server, which also
+serves the execution API that running tasks report their state to. When one dies the others are
+stopped and the exit is non-zero with its log's tail.
+
+One launcher per home: it holds `<home>/local_airflow.lock` (`airflow_home_lock`, which the demo
+takes too, so two writers never share the SQLite metadata DB). It binds loopback only unless
+`--allow-remote` is given: the login is plain HTTP and the port serves the execution API.
 """
 
 from __future__ import annotations
@@ -28,10 +34,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from tabular_mlops import settings
 
@@ -42,8 +49,11 @@ PASSWORD_FILE = "simple_auth_manager_passwords.json.generated"  # noqa: S105
 JWT_FILE = "jwt_secret"
 SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 PROCESSES = ("api-server", "scheduler", "dag-processor", "triggerer")
+SERVER = "api-server"  # stopped last: it also serves the execution API the tasks report to
+LOCK_FILE = "local_airflow.lock"
+PARALLELISM = 4  # the LocalExecutor's workers (the scheduler forks them all at its start on Linux)
 READY_TIMEOUT = 300.0  # the api-server imports all of Airflow's routes: tens of seconds on 2 CPUs
-STOP_TIMEOUT = 30.0  # the scheduler's LocalExecutor waits for running tasks before it exits
+STOP_TIMEOUT = 30.0  # per stage: the scheduler's LocalExecutor waits for running tasks before it exits
 
 
 def default_home() -> Path:
@@ -123,7 +133,7 @@ def airflow_env(home: Path, host: str, port: int, secret: str) -> dict[str, str]
     # Task logs are files here; MLflow's download bars would add thousands of characters to them.
     env.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # Few concurrent tasks: SQLite takes one writer at a time and a laptop has a few cores.
-    env.setdefault("AIRFLOW__CORE__PARALLELISM", "4")
+    env.setdefault("AIRFLOW__CORE__PARALLELISM", str(PARALLELISM))
     env.update(
         {
             "AIRFLOW_HOME": str(home),
@@ -159,18 +169,48 @@ def _check_port(host: str, port: int) -> None:
         raise SystemExit(advice) from None
 
 
-def _lock(home: Path) -> IO[str]:
-    """Hold `<home>/local_airflow.lock` for this process's life: one launcher per metadata DB."""
+class AirflowHomeBusy(RuntimeError):
+    """Another process holds the home's lock: `make airflow` or `make demo` already runs on it.
+
+    `home` is the Airflow home, `pid` the holder's PID as it wrote it (None when not written yet).
+    """
+
+    def __init__(self, home: Path, pid: int | None) -> None:
+        self.home, self.pid = home, pid
+        holder = f"process {pid}" if pid is not None else "another process"
+        super().__init__(
+            f"{home} is in use by {holder} (`make airflow` or `make demo` on the same metadata DB); "
+            "stop it first"
+        )
+
+
+@contextmanager
+def airflow_home_lock(home: Path) -> Iterator[None]:
+    """Hold `<home>/local_airflow.lock` inside the block: one writer of the home's SQLite metadata DB.
+
+    A non-blocking flock (released when the block ends or the process dies, even by SIGKILL); the
+    holder's PID is written into the file. Creates `home` if needed. Raises AirflowHomeBusy, naming
+    the home and the holder's PID, when another process holds it. `make airflow` holds it for its
+    whole run and `make demo` while it runs Airflow, so the two never write one DB at once.
+    """
     import fcntl
 
-    handle = (home / "local_airflow.lock").open("w")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise SystemExit(f"another `make airflow` already runs on {home}") from None
-    handle.write(f"{os.getpid()}\n")
-    handle.flush()
-    return handle
+    home.mkdir(parents=True, exist_ok=True)
+    # "a+", not "w": opening must not truncate the holder's PID before our flock has succeeded.
+    with (home / LOCK_FILE).open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip()
+            raise AirflowHomeBusy(home, int(holder) if holder.isdigit() else None) from None
+        handle.truncate(0)  # ours now: the previous holder's PID goes
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.truncate(0)  # while still held: the file never names a process that let go
 
 
 def _die_with_parent() -> Callable[[], None] | None:
@@ -273,6 +313,26 @@ def _answers(url: str) -> bool:
         return False
 
 
+def exit_code(child: Child) -> int | None:
+    """The child's exit code once it has exited (Popen's convention: -N for signal N), else None.
+
+    With os.waitid (Linux; macOS from Python 3.13) it looks without reaping: a dead leader stays a
+    zombie, which keeps its PID, and so its process-group ID, from being reused until stop_all has
+    signalled the group's helpers and reaped it. Elsewhere it reaps (Popen.poll), and stop_all then
+    leaves that group alone.
+    """
+    process = child.process
+    if process.returncode is not None or not hasattr(os, "waitid"):
+        return process.poll()
+    try:
+        info = os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:  # reaped already (Popen's own bookkeeping)
+        return process.poll()
+    if info is None:
+        return None
+    return -info.si_status if info.si_code in (os.CLD_KILLED, os.CLD_DUMPED) else info.si_status
+
+
 def _wait(
     children: list[Child], signals: Signals, until: Callable[[], bool] | None = None, timeout: float = 0
 ) -> Child | None:
@@ -283,7 +343,7 @@ def _wait(
     deadline, last_try = time.monotonic() + timeout, 0.0
     while signals.received is None:
         for child in children:
-            if child.process.poll() is not None:
+            if exit_code(child) is not None:
                 return child
         if until is not None and time.monotonic() - last_try >= 1:
             last_try = time.monotonic()
@@ -301,6 +361,8 @@ def _tree(children: list[Child]) -> list[Any]:
 
     found = []
     for child in children:
+        if child.process.returncode is not None:  # reaped: its PID may be someone else's now
+            continue
         try:
             found += psutil.Process(child.process.pid).children(recursive=True)
         except psutil.NoSuchProcess:
@@ -309,29 +371,61 @@ def _tree(children: list[Child]) -> list[Any]:
 
 
 def _signal_group(child: Child, sig: int) -> None:
-    """Send `sig` to the child's process group (its session: itself and its helpers)."""
+    """Send `sig` to the child's process group (its session: itself and its helpers).
+
+    Only while the leader is unreaped (running, or a zombie that exit_code left): a reaped leader's
+    group ID may have been reused by an unrelated process group.
+    """
+    if child.process.returncode is not None:
+        return
     try:
         os.killpg(child.process.pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
 
 
-def stop_all(children: list[Child], timeout: float = STOP_TIMEOUT) -> None:
-    """SIGTERM every child's group, wait, then SIGKILL what is left of the groups and the trees."""
-    import psutil
+def _exited_within(child: Child, seconds: float) -> bool:
+    """Wait up to `seconds` for the child to exit (without reaping it where exit_code can)."""
+    deadline = time.monotonic() + seconds
+    while exit_code(child) is None:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
-    below = _tree(children)
+
+def _stop_stage(children: list[Child], timeout: float) -> None:
+    """SIGTERM the children's groups, wait up to `timeout`, SIGKILL a group whose leader is still
+    there; then SIGKILL the helpers left in each group and reap the leader."""
     for child in children:
         _signal_group(child, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     for child in children:
-        try:
-            child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
+        if not _exited_within(child, max(0.0, deadline - time.monotonic())):
             _say(f"  {child.name} did not stop within {timeout:.0f}s: killed")
             _signal_group(child, signal.SIGKILL)
-            child.process.wait(timeout=10)
-        _signal_group(child, signal.SIGKILL)  # helpers left in the group after the leader exited
+            if not _exited_within(child, 10):
+                _say(f"  {child.name} (pid {child.process.pid}) still runs 10s after SIGKILL", err=True)
+                continue
+        _signal_group(child, signal.SIGKILL)  # helpers left in the group; the zombie leader holds its ID
+        child.process.poll()  # reap it
+
+
+def stop_all(children: list[Child], timeout: float = STOP_TIMEOUT) -> None:
+    """Stop the scheduler, triggerer and dag-processor and wait for them; then the api-server.
+
+    The api-server also serves the execution API: a task still running while the scheduler's
+    LocalExecutor shuts down reports its state through it, so it stops last. Each of the two
+    stages SIGTERMs the process groups, waits up to `timeout` seconds, SIGKILLs a group whose
+    leader is still there, then the helpers left in each group. A child already reaped is not
+    signalled (its group ID may be reused). Last, what is left of the process trees found before
+    the first signal is killed. Call it once: it reaps every child it stops.
+    """
+    import psutil
+
+    below = _tree(children)
+    _stop_stage([child for child in children if child.name != SERVER], timeout)
+    _stop_stage([child for child in children if child.name == SERVER], timeout)
     # Task processes sit in groups of their own (the task supervisor's setpgid); their supervisor
     # ends them, and this ends what it could not.
     _, alive = psutil.wait_procs(below, timeout=5)
@@ -371,8 +465,8 @@ def _banner(home: Path, host: str, password_file: Path, password: str | None) ->
     else:
         _say(f"  password: kept in {password_file} (mode 0600), not shown again")
     _say(f"  logs:     {home / 'logs' / 'local'}/{{{','.join(PROCESSES)}}}.log")
-    if not is_loopback(host):
-        _say(f"  WARNING: bound to {host}: other machines can reach this dev-only login")
+    if not is_loopback(host):  # only with --allow-remote
+        _say(f"  WARNING: bound to {host}: other machines reach this dev-only login and the execution API")
     _say("  migrating the metadata DB, then starting api-server, scheduler, dag-processor, triggerer ...")
 
 
@@ -382,6 +476,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m tabular_mlops.local_airflow", description=summary)
     parser.add_argument("--port", type=int, default=8080, help="the UI and API port (8080)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (loopback by default)")
+    remote_help = "allow a --host beyond loopback (plain-HTTP login, the execution API exposed)"
+    parser.add_argument("--allow-remote", action="store_true", help=remote_help)
     home_help = "AIRFLOW_HOME to use (default: $AIRFLOW_HOME, else <project>/.airflow, as make demo)"
     parser.add_argument("--home", type=Path, default=None, help=home_help)
     return parser.parse_args(argv)
@@ -395,8 +491,10 @@ def _say(text: str, err: bool = False) -> None:
         pass
 
 
-def _run(args: argparse.Namespace, env: dict[str, str], signals: Signals, children: list[Child]) -> int:
-    """Start the four into `children`, say ready, then wait for Ctrl-C (0) or a death (1)."""
+def _run(
+    args: argparse.Namespace, env: dict[str, str], signals: Signals, children: list[Child]
+) -> Child | None:
+    """Start the four into `children`, say ready, then wait for Ctrl-C (None) or a death (the dead one)."""
     home, url = Path(env["AIRFLOW_HOME"]), env["AIRFLOW__API__BASE_URL"]
     _migrate(env, home / "logs" / "local")
     for name, command in _commands(args.host, args.port).items():
@@ -414,33 +512,50 @@ def _run(args: argparse.Namespace, env: dict[str, str], signals: Signals, childr
         _say("  the trigger form's 'Unpause ... on trigger' switches it on. Ctrl-C stops all four.")
         dead = _wait(children, signals)
     if dead is None:
-        _say("\nstopping api-server, scheduler, dag-processor and triggerer ...")
-        return 0
-    code = dead.process.poll()
+        _say("\nstopping the scheduler, triggerer and dag-processor, then the api-server ...")
+        return None
+    code = exit_code(dead)
     what = f"exited with code {code}" if code is not None else "does not answer"
     _say(f"\n{dead.name} {what}; stopping the others", err=True)
-    stop_all(children)
-    _say(f"--- last lines of {dead.log} ---\n{dead.tail()}", err=True)
-    return 1
+    return dead
 
 
 def main(argv: list[str] | None = None) -> int:
     """Prepare the home, start the four processes, and stop them all on the way out, whatever happens."""
     args = _parse(argv)
+    if not (args.allow_remote or is_loopback(args.host)):
+        _say(
+            f"refusing --host {args.host}: not loopback, and the login is plain HTTP and the port "
+            "serves the execution API; add --allow-remote to bind it anyway",
+            err=True,
+        )
+        return 2
     home = (args.home or default_home()).resolve()
+    try:
+        with airflow_home_lock(home):
+            return _serve(args, home)
+    except AirflowHomeBusy as exc:
+        raise SystemExit(str(exc)) from None
+
+
+def _serve(args: argparse.Namespace, home: Path) -> int:
+    """Under the home's lock: start the four, and stop them all once on the way out, whatever happens."""
     (home / "logs" / "local").mkdir(parents=True, exist_ok=True)
-    lock = _lock(home)
     _check_port(args.host, args.port)
     password_file, password = admin_password(home)
     env = airflow_env(home, args.host, args.port, jwt_secret(home))
     signals = Signals()
     _banner(home, args.host, password_file, password)
     children: list[Child] = []
+    dead = None
     try:
-        return _run(args, env, signals, children)
+        dead = _run(args, env, signals, children)
     finally:
-        stop_all(children)  # a no-op for processes already stopped
-        lock.close()
+        stop_all(children)  # the one call: it reaps what it stops
+    if dead is None:
+        return 0
+    _say(f"--- last lines of {dead.log} ---\n{dead.tail()}", err=True)
+    return 1
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -77,22 +78,33 @@ class Launcher:
         raise AssertionError(f"no line matching {pattern!r} within {timeout:.0f}s:\n{self.output}")
 
 
+def _kill(processes: list[psutil.Process]) -> None:
+    """SIGKILL each process and wait for them to go."""
+    for process in processes:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(processes, timeout=30)
+
+
 @pytest.fixture
 def launcher(tmp_path: Path) -> Iterator[tuple[Launcher, Path, int]]:
-    """The launcher on a fresh home and port; killed with its whole tree if the test left it running."""
+    """The launcher on a fresh home and port. After the test, whatever it did, the launcher (with
+    its tree) and every process left on the home are killed: nothing outlives the test."""
     home, port = tmp_path / "airflow", free_port()
     started = Launcher(home, port, tmp_path)
     try:
         yield started, home, port
     finally:
         if started.process.poll() is None:
-            tree = psutil.Process(started.process.pid).children(recursive=True)
-            for process in [psutil.Process(started.process.pid), *tree]:
-                try:
-                    process.kill()
-                except psutil.NoSuchProcess:
-                    pass
+            try:
+                tree = psutil.Process(started.process.pid).children(recursive=True)
+                _kill([psutil.Process(started.process.pid), *tree])
+            except psutil.NoSuchProcess:
+                pass
             started.process.wait(timeout=30)
+        _kill(_on_home(home))  # also what a launcher that exited left behind
         for name in ("api-server", "scheduler", "dag-processor", "triggerer"):
             log = home / "logs" / "local" / f"{name}.log"
             if log.exists():
@@ -149,6 +161,13 @@ def _left_running(tree: list[psutil.Process], home: Path, timeout: float = 10) -
         time.sleep(0.5)
 
 
+def _stamps(log: Path, text: str = "") -> list[datetime]:
+    """The timestamps that open the log's lines containing `text`."""
+    stamp = re.compile(r"\d{4}-\d\d-\d\dT[\d:.]+Z")
+    lines = log.read_text(errors="replace").splitlines()
+    return [datetime.fromisoformat(m.group(0)) for line in lines if text in line and (m := stamp.match(line))]
+
+
 def test_make_airflow_serves_the_bundles_dags_behind_a_login_and_ctrl_c_stops_every_process(
     launcher: tuple[Launcher, Path, int],
 ) -> None:
@@ -184,9 +203,16 @@ def test_make_airflow_serves_the_bundles_dags_behind_a_login_and_ctrl_c_stops_ev
     assert len(four) == 4, [child.cmdline() for child in four]
     tree = psutil.Process(started.process.pid).children(recursive=True)  # the four and their helpers
     started.process.send_signal(signal.SIGINT)
-    assert started.process.wait(timeout=local_airflow.STOP_TIMEOUT + 30) == 0, started.output
+    assert started.process.wait(timeout=2 * local_airflow.STOP_TIMEOUT + 30) == 0, started.output
     assert not _left_running(tree, home), f"left running: {_left_running(tree, home, 0)}"
-    assert "stopping api-server, scheduler, dag-processor and triggerer" in started.output
+    assert "stopping the scheduler, triggerer and dag-processor, then the api-server" in started.output
+    assert "did not stop within" not in started.output  # each stopped on SIGTERM, none was killed
+    # The api-server (the execution API) stopped last: its shutdown began after the others' last line.
+    logs = home / "logs" / "local"
+    others = [_stamps(logs / f"{name}.log") for name in ("scheduler", "dag-processor", "triggerer")]
+    shutdown = _stamps(logs / "api-server.log", "Shutting down")
+    assert shutdown and all(others), started.output
+    assert max(max(stamps) for stamps in others) < min(shutdown)
     print(f"stopped after {time.monotonic() - begin:.0f}s in all")
 
 
@@ -211,10 +237,14 @@ def test_when_one_process_dies_the_others_are_stopped_and_the_exit_names_it(
         assert started.process.poll() is None and time.monotonic() < deadline, started.output
         time.sleep(0.5)
     [scheduler] = [p for p in four if "scheduler" in " ".join(p.cmdline())]
-    time.sleep(5)  # long enough for the scheduler to start its LocalExecutor workers
+    # Its LocalExecutor forks all its workers at start (Linux): killed with the scheduler, they
+    # are the helpers left in its process group that the launcher must end.
+    while len(scheduler.children()) < local_airflow.PARALLELISM:
+        assert scheduler.is_running() and time.monotonic() < deadline, started.output
+        time.sleep(0.5)
     tree = psutil.Process(started.process.pid).children(recursive=True)
     scheduler.kill()
-    assert started.process.wait(timeout=local_airflow.STOP_TIMEOUT + 30) == 1, started.output
+    assert started.process.wait(timeout=2 * local_airflow.STOP_TIMEOUT + 30) == 1, started.output
     assert "scheduler exited with code -9; stopping the others" in started.output
     assert f"--- last lines of {home / 'logs' / 'local' / 'scheduler.log'} ---" in started.output
     assert not _left_running(tree, home), f"left running: {_left_running(tree, home, 0)}"
@@ -228,7 +258,70 @@ def test_a_taken_port_and_a_second_launcher_on_the_same_home_are_refused_up_fron
     assert done.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port} (Address already in use)" in done.stderr
     assert not (tmp_path / local_airflow.PASSWORD_FILE).exists()  # nothing generated for a failed start
-    with (tmp_path / "local_airflow.lock").open("w") as held:
-        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running launcher holds it
+    lock = tmp_path / local_airflow.LOCK_FILE
+    with local_airflow.airflow_home_lock(tmp_path):  # as a running launcher (or the demo) holds it
         done = subprocess.run([*command, "--port", "0"], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 1 and "another `make airflow` already runs on" in done.stderr
+        assert lock.read_text() == f"{os.getpid()}\n"  # the refused one did not wipe the holder's PID
+    assert done.returncode == 1, done.stderr
+    assert f"{tmp_path.resolve()} is in use by process {os.getpid()}" in done.stderr
+
+
+def test_the_home_lock_names_its_holder_and_is_free_again_after_the_block(tmp_path: Path) -> None:
+    home = tmp_path / "airflow"
+    with local_airflow.airflow_home_lock(home):  # creates the home
+        with pytest.raises(local_airflow.AirflowHomeBusy) as caught:  # one more open file: refused too
+            with local_airflow.airflow_home_lock(home):
+                pass
+        assert (caught.value.home, caught.value.pid) == (home, os.getpid())
+        assert f"{home} is in use by process {os.getpid()}" in str(caught.value)
+        with (home / local_airflow.LOCK_FILE).open() as other:  # as another process tries it
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with local_airflow.airflow_home_lock(home):
+        pass  # released at the block's end
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.1", "example.org"])  # noqa: S104 - refused, not bound
+def test_a_host_beyond_loopback_is_refused_without_allow_remote(tmp_path: Path, host: str) -> None:
+    home = tmp_path / "airflow"
+    command = [sys.executable, "-m", "tabular_mlops.local_airflow", "--home", str(home), "--host", host]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == "" and done.stderr.count("\n") == 1  # one line
+    assert done.stderr.startswith(f"refusing --host {host}: not loopback") and "--allow-remote" in done.stderr
+    assert not home.exists()  # refused before anything was written
+
+
+def test_stop_all_ends_a_dead_leaders_helpers_and_never_signals_a_reaped_group(tmp_path: Path) -> None:
+    """A dead child stays a zombie until stop_all has swept its group (so its group ID cannot be
+    reused meanwhile); a child reaped before is left alone; the server stops after the others."""
+
+    def child(name: str) -> local_airflow.Child:
+        on_term = f"trap 'date +%s.%N > {tmp_path / name}; exit 0' TERM"
+        process = subprocess.Popen(["/bin/sh", "-c", f"{on_term}; sleep 300 & wait"], start_new_session=True)
+        return local_airflow.Child(name, process, tmp_path / "unused.log", 0)
+
+    def helpers(*children: local_airflow.Child) -> list[psutil.Process]:
+        return [h for c in children for h in psutil.Process(c.process.pid).children()]
+
+    server, scheduler, triggerer, reaped = (
+        child(n) for n in ("api-server", "scheduler", "triggerer", "dag-processor")
+    )
+    deadline = time.monotonic() + 10
+    while len(helpers(server, scheduler, triggerer, reaped)) < 4:  # each has its `sleep`
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    below, orphan = helpers(server, scheduler, triggerer), helpers(reaped)
+    reaped.process.kill()
+    reaped.process.wait()  # reaped: its group ID may be someone else's now, so it is not signalled
+    scheduler.process.kill()  # dead, not reaped: its `sleep` is left in its group
+    while local_airflow.exit_code(scheduler) is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert scheduler.process.returncode is None  # seen dead, still a zombie holding its PID
+    local_airflow.stop_all([server, scheduler, triggerer, reaped], timeout=10)
+    assert [c.process.returncode for c in (server, scheduler, triggerer)] == [0, -9, 0]
+    assert float((tmp_path / "triggerer").read_text()) < float((tmp_path / "api-server").read_text())
+    assert not [h for h in below if _running(h)]
+    assert all(_running(h) for h in orphan)
+    _kill(orphan)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
+import psutil
 import pytest
 from tabular_mlops.config import load_model_configs
 
@@ -36,7 +38,19 @@ def test_a_selection_naming_no_config_is_refused_with_the_valid_names(value: str
 
 def test_an_unknown_name_stops_gunicorn_before_any_worker_with_one_clear_line() -> None:
     process = _start(free_port(), {"SERVING_MODELS": "churn,fraud", "SERVING_WORKERS": "1"})
-    _, err = process.communicate(timeout=60)
+    try:
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:  # it did not stop (communicate timed out): not left running
+            workers: list[psutil.Process] = []
+            with contextlib.suppress(psutil.NoSuchProcess):
+                workers = psutil.Process(process.pid).children(recursive=True)
+            process.kill()
+            process.communicate()
+            for worker in workers:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    worker.kill()
+            psutil.wait_procs(workers, timeout=10)
     assert process.returncode == 1, err[-3000:]
     assert "SERVING_MODELS names unknown model(s) 'fraud'; valid names: " in err
     assert "churn" in err.split("valid names: ")[1] and "Traceback" not in err
