@@ -54,7 +54,7 @@ browser:
 	      apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
 	    else echo "no headless Chromium: apt-get install chromium (the browser checks skip without it)"; fi; }
 
-## Lint (ruff, with Airflow 3 and bandit rules), check formatting and types, audit the locks, run the tests
+## Lint (ruff, with Airflow 3 and bandit rules), check formatting and types, audit the locks, build the docs (strict), run the tests
 test: $(STAMP) browser
 	$(BIN)/ruff check dags plugins serving tests benchmarks tools
 	$(BIN)/ruff format --check dags plugins serving tests benchmarks tools
@@ -146,6 +146,6 @@ logs:
 
 ## Remove generated data, reports and caches (keeps .venv)
 clean:
-	rm -rf data reports .pytest_cache .ruff_cache .mypy_cache
+	rm -rf data reports site .pytest_cache .ruff_cache .mypy_cache
 
 .PHONY: help install lock demo browser test audit test-stack lint serve bench bench-home-credit bench-scoring bench-monitoring bench-challenger bench-materialize bench-train bench-serving bench-uploads monitoring-ui up down logs clean
