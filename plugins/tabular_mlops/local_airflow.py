@@ -45,7 +45,7 @@ from tabular_mlops import settings
 BIN = Path(sys.executable).parent  # not resolved: the venv's python is a symlink to the base one
 ADMIN = "admin"
 # The manager's own default file name (a name, not a password).
-PASSWORD_FILE = "simple_auth_manager_passwords.json.generated"  # noqa: S105
+PASSWORD_FILE = "simple_auth_manager_passwords.json.generated"  # noqa: S105 - a file name, not a password
 JWT_FILE = "jwt_secret"
 SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 PROCESSES = ("api-server", "scheduler", "dag-processor", "triggerer")
