@@ -70,7 +70,7 @@ def create_app(store: ModelStore | None = None, watch: bool = True) -> FastAPI:
     limit_registry_retries()
     signing_state = signing_status()  # also refuses a malformed key before anything loads
     if not signing_state["verified"]:
-        log.warning("MODEL SIGNATURES ARE NOT CHECKED: set MLOPS_MODEL_SIGNING_KEY (README, Security)")
+        log.warning("MODEL SIGNATURES ARE NOT CHECKED: set MLOPS_MODEL_SIGNING_KEY (docs/security.md)")
     store = store or ModelStore(serving_configs())
     store.on_load = lambda name, served: VERSION.labels(name).set(float(served.version))
     shadow = store.shadow = store.shadow or Shadow(store.configs)  # challengers, off the response path

@@ -3,7 +3,7 @@
 A model whose feature SQL is split (`features.application_view` / `features.history_view`) gets
 its history view computed in batch, by the very SQL of a registry version, and written to Redis
 keyed by the entity key. Serving then computes only the application part per request and takes
-the rest from here, as Feast and Tecton serve aggregates (README, "Online store").
+the rest from here, as Feast and Tecton serve aggregates (docs/serving.md, the online store).
 
 Layout, all under one hash tag so a Redis cluster keeps a model's keys on one slot:
 `mlops:online:{<model>}:<sql>` (prefix: MLOPS_ONLINE_STORE_PREFIX) is a namespace per history

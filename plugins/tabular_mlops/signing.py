@@ -51,7 +51,7 @@ _MIN_KEY_BYTES = 16
 UNVERIFIED_WARNING = (
     "MODEL SIGNATURES ARE NOT CHECKED: MLOPS_MODEL_SIGNING_KEY is not set, so {what} is loaded "
     "without proof that this bundle made it; anyone who can write to the registry can run code "
-    "here. Set the key (README, Security)."
+    "here. Set the key (docs/security.md)."
 )
 
 

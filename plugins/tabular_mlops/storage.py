@@ -243,7 +243,7 @@ def _swap_into_place(new: Path, final: Path) -> bool:
     A fresh name is a plain rename that refuses to overwrite; an existing folder is exchanged with
     the new one (RENAME_EXCHANGE), so the name never points at nothing. Where the filesystem
     cannot exchange (not Linux, some network filesystems), the old folder is renamed away first:
-    not atomic, the gap the README names.
+    not atomic, the gap docs/scoring.md names.
     """
     while True:
         try:

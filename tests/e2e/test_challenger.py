@@ -234,7 +234,7 @@ def test_monitoring_proposes_only_a_better_challenger_once_per_window(
 
 
 def _serving_shadow(lake: Path, day: str, entities: pd.Series, champion: str, challenger: str) -> None:
-    """A shadow file as serving writes it (README, shadow dataset), plus rows that must not count."""
+    """A shadow file as serving writes it (docs/serving.md, shadow scoring), plus rows that must not count."""
     n = len(entities)
     rng = np.random.default_rng(0)
     rows = pd.DataFrame(
