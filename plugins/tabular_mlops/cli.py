@@ -701,12 +701,8 @@ def known_errors(command: str) -> tuple[type[Exception], ...]:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the mlops command."""
-    import os
-
     from tabular_mlops.config import ConfigError
 
-    # MLflow draws a progress bar per artifact download (several per stage): the stages' own lines say it.
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     args = build_parser().parse_args(argv)
     known = known_errors(args.command)
     try:

@@ -34,7 +34,12 @@ from tabular_mlops.demo_facts import (
     training_facts,
 )
 from tabular_mlops.demo_page import write_index
-from tabular_mlops.local_airflow import AirflowHomeBusy, airflow_home_lock, default_home
+from tabular_mlops.local_airflow import (
+    AirflowHomeBusy,
+    airflow_home_lock,
+    default_home,
+    project_airflow_settings,
+)
 from tabular_mlops.mail_sink import smtp_sink
 
 # model -> (dataset, rows, seed, what one row is); sizes large enough for a stable test-split AUC.
@@ -90,10 +95,8 @@ def _stage_partition(model: str, dataset: str, day: date, drift: bool) -> Path:
 def _prepare_airflow(story: Story) -> None:
     """Point Airflow at a private home in the project and migrate its metadata DB (idempotent)."""
     home = Path(os.environ.setdefault("AIRFLOW_HOME", str(default_home())))
-    os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
-    os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(settings.project_dir() / "dags"))
-    # Task logs are files here; MLflow's download bars would add thousands of characters to them.
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    for name, value in project_airflow_settings().items():
+        os.environ.setdefault(name, value)
     airflow = Path(sys.executable).parent / "airflow"
     with story.step("airflow_db_migrate") as started:
         result = subprocess.run([str(airflow), "db", "migrate"], capture_output=True, text=True)  # noqa: S603 - the venv's airflow, fixed argv
@@ -128,10 +131,10 @@ def _approve_in_background(model: str) -> None:
     threading.Thread(target=approve, daemon=True).start()
 
 
-def _run_dag(story: Story, bag: Any, dag_id: str, **test_args: Any) -> Any:
+def _run_dag(story: Story, bag: Any, dag_id: str, log_suffix: str = "", **test_args: Any) -> Any:
     """One `dag.test()` with a progress bar, its output in the step's log file."""
     dag = bag.get_dag(dag_id)
-    with story.step(dag_id + test_args.pop("log_suffix", "")), story.dag_progress(dag_id, len(dag.tasks)):
+    with story.step(dag_id + log_suffix), story.dag_progress(dag_id, len(dag.tasks)):
         return dag.test(**test_args)
 
 

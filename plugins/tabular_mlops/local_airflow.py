@@ -124,14 +124,20 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def project_airflow_settings() -> dict[str, str]:
+    """The Airflow settings `make demo` and `make airflow` share: the bundle's DAGs, no examples."""
+    return {
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(settings.project_dir() / "dags"),
+    }
+
+
 def airflow_env(home: Path, host: str, port: int, secret: str) -> dict[str, str]:
     """The environment of the four processes: the demo's Airflow settings plus auth and the API."""
     base = f"http://{url_host(host)}:{port}"
     env = dict(os.environ)
-    env.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")  # as tabular_mlops.demo sets them
-    env.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(settings.project_dir() / "dags"))
-    # Task logs are files here; MLflow's download bars would add thousands of characters to them.
-    env.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    for name, value in project_airflow_settings().items():
+        env.setdefault(name, value)
     # Few concurrent tasks: SQLite takes one writer at a time and a laptop has a few cores.
     env.setdefault("AIRFLOW__CORE__PARALLELISM", str(PARALLELISM))
     env.update(
@@ -429,12 +435,19 @@ def stop_all(children: list[Child], timeout: float = STOP_TIMEOUT) -> None:
     # Task processes sit in groups of their own (the task supervisor's setpgid); their supervisor
     # ends them, and this ends what it could not.
     _, alive = psutil.wait_procs(below, timeout=5)
-    for process in alive:
+    kill_processes(alive, timeout=5)
+
+
+def kill_processes(processes: list[Any], timeout: float) -> None:
+    """SIGKILL each psutil process that is still there and wait up to `timeout` for them to go."""
+    import psutil
+
+    for process in processes:
         try:
             process.kill()
         except psutil.NoSuchProcess:
             pass
-    psutil.wait_procs(alive, timeout=5)
+    psutil.wait_procs(processes, timeout=timeout)
 
 
 def _commands(host: str, port: int) -> dict[str, list[str]]:

@@ -78,16 +78,6 @@ class Launcher:
         raise AssertionError(f"no line matching {pattern!r} within {timeout:.0f}s:\n{self.output}")
 
 
-def _kill(processes: list[psutil.Process]) -> None:
-    """SIGKILL each process and wait for them to go."""
-    for process in processes:
-        try:
-            process.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(processes, timeout=30)
-
-
 @pytest.fixture
 def launcher(tmp_path: Path) -> Iterator[tuple[Launcher, Path, int]]:
     """The launcher on a fresh home and port. After the test, whatever it did, the launcher (with
@@ -100,11 +90,13 @@ def launcher(tmp_path: Path) -> Iterator[tuple[Launcher, Path, int]]:
         if started.process.poll() is None:
             try:
                 tree = psutil.Process(started.process.pid).children(recursive=True)
-                _kill([psutil.Process(started.process.pid), *tree])
+                local_airflow.kill_processes([psutil.Process(started.process.pid), *tree], timeout=30)
             except psutil.NoSuchProcess:
                 pass
             started.process.wait(timeout=30)
-        _kill(_on_home(home))  # also what a launcher that exited left behind
+        local_airflow.kill_processes(
+            _on_home(home), timeout=30
+        )  # also what a launcher that exited left behind
         for name in ("api-server", "scheduler", "dag-processor", "triggerer"):
             log = home / "logs" / "local" / f"{name}.log"
             if log.exists():
@@ -324,4 +316,4 @@ def test_stop_all_ends_a_dead_leaders_helpers_and_never_signals_a_reaped_group(t
     assert float((tmp_path / "triggerer").read_text()) < float((tmp_path / "api-server").read_text())
     assert not [h for h in below if _running(h)]
     assert all(_running(h) for h in orphan)
-    _kill(orphan)
+    local_airflow.kill_processes(orphan, timeout=30)
