@@ -28,7 +28,7 @@ class InjectedDefect:
 
 
 def _garble(value: str) -> str:
-    # A typo a human would make when re-keying the value, never a member of the real set.
+    """A typo a human would make when re-keying the value, never a member of the real set."""
     return (value[::-1].lower() + "~") if value else "??"
 
 

@@ -39,6 +39,7 @@ OUTLIER_INCOME = 117_000_000.0
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
+    """Logistic function, mapping a logit to a probability."""
     return 1.0 / (1.0 + np.exp(-x))
 
 
@@ -50,6 +51,7 @@ def _pick(rng: np.random.Generator, shares: dict[str, float], n: int) -> np.ndar
 
 
 def _money(x: np.ndarray, step: float = 0.5) -> np.ndarray:
+    """Round amounts to the nearest multiple of step, as the real files' prices are."""
     return np.round(np.asarray(x, dtype=float) / step) * step
 
 
@@ -61,6 +63,7 @@ def _blank(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def _blank_text(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Object copy of values with None (an empty CSV field) where mask holds."""
     out = np.asarray(values, dtype=object).copy()
     out[mask] = None
     return out
@@ -99,6 +102,7 @@ def _applicant_block(start: int, stop: int, total: int, test_total: int) -> tupl
 
 
 def _traits(rng: np.random.Generator, ids: np.ndarray, is_test: np.ndarray) -> Applicants:
+    """Draw the four hidden traits of each applicant, standard normal and independent."""
     n = len(ids)
     return Applicants(
         ids=ids,
@@ -117,74 +121,121 @@ def _traits(rng: np.random.Generator, ids: np.ndarray, is_test: np.ndarray) -> A
 
 def build_applications(rng: np.random.Generator, who: Applicants, drift: bool) -> pd.DataFrame:
     """The application row of every applicant in the chunk, TARGET left to `assign_target`."""
-    n = len(who.ids)
-    r = who.risk
+    # Each part draws from rng in turn: calling them in another order would change every file.
     col: dict[str, np.ndarray] = {"SK_ID_CURR": who.ids}
+    col.update(_contract_and_owner_columns(rng, who.risk, drift))
+    col.update(_amount_columns(rng, col["NAME_CONTRACT_TYPE"], drift))
+    life, age_years, no_job = _life_columns(rng, who.risk, col["CNT_CHILDREN"])
+    col.update(life)
+    col.update(_car_and_contact_columns(rng, col["FLAG_OWN_CAR"] == "Y", no_job))
+    col.update(_work_and_region_columns(rng, who.risk, col["REGION_POPULATION_RELATIVE"], no_job))
+    col.update(_external_score_columns(rng, who.risk, age_years, drift))
+    col.update(_building_columns(rng, len(who.ids)))
+    col.update(_social_circle_columns(rng, who.risk))
+    col.update(_phone_and_document_columns(rng, len(who.ids)))
+    col.update(_bureau_request_columns(rng, who.bureau))
+    frame = pd.DataFrame(col)
+    frame.insert(1, "TARGET", 0)
+    return frame[hv.APPLICATION_COLUMNS]
 
+
+def _contract_and_owner_columns(
+    rng: np.random.Generator, r: np.ndarray, drift: bool
+) -> dict[str, np.ndarray]:
+    """Contract type, gender, car and realty ownership and number of children."""
+    n = len(r)
     cash_share = 0.905 if not drift else 0.80
-    contract = np.where(rng.random(n) < cash_share, "Cash loans", "Revolving loans")
-    col["NAME_CONTRACT_TYPE"] = contract
-    male = rng.random(n) < 0.342 + 0.05 * (r > 0.5)
-    col["CODE_GENDER"] = np.where(male, "M", "F").astype(object)
-    own_car = rng.random(n) < 0.34
-    col["FLAG_OWN_CAR"] = np.where(own_car, "Y", "N")
-    col["FLAG_OWN_REALTY"] = np.where(rng.random(n) < 0.69, "Y", "N")
-    children = rng.choice([0, 1, 2, 3, 4, 5], size=n, p=[0.70, 0.199, 0.087, 0.012, 0.0015, 0.0005])
-    col["CNT_CHILDREN"] = children
+    return {
+        "NAME_CONTRACT_TYPE": np.where(rng.random(n) < cash_share, "Cash loans", "Revolving loans"),
+        "CODE_GENDER": np.where(rng.random(n) < 0.342 + 0.05 * (r > 0.5), "M", "F").astype(object),
+        "FLAG_OWN_CAR": np.where(rng.random(n) < 0.34, "Y", "N"),
+        "FLAG_OWN_REALTY": np.where(rng.random(n) < 0.69, "Y", "N"),
+        "CNT_CHILDREN": rng.choice([0, 1, 2, 3, 4, 5], size=n, p=[0.70, 0.199, 0.087, 0.012, 0.0015, 0.0005]),
+    }
 
+
+def _amount_columns(rng: np.random.Generator, contract: np.ndarray, drift: bool) -> dict[str, np.ndarray]:
+    """Income, the loan's credit, annuity and goods price, and who came along to apply."""
+    n = len(contract)
     income = np.exp(rng.normal(np.log(147_150.0 if not drift else 180_000.0), 0.48, n))
     round_income = rng.random(n) < 0.85
     income = np.where(round_income, np.maximum(_money(income, 2250.0), 25_650.0), np.round(income, 3))
-    col["AMT_INCOME_TOTAL"] = income
     goods = np.maximum(_money(income * np.exp(rng.normal(np.log(2.9), 0.55, n)), 4500.0), 40_500.0)
     revolving = contract == "Revolving loans"
     goods = np.where(revolving, np.maximum(_money(goods / 3, 22_500.0), 45_000.0), goods)
     credit = np.where(revolving, goods, _money(goods * rng.uniform(1.0, 1.22, n)))
     term = rng.choice([12, 18, 24, 30, 36, 48, 60], size=n, p=[0.12, 0.10, 0.2, 0.1, 0.2, 0.14, 0.14])
     annuity = np.where(revolving, credit * 0.05, _money(credit * (1 + 0.015 * term) / term))
-    col["AMT_CREDIT"] = credit
-    col["AMT_ANNUITY"] = _blank(annuity, rng.random(n) < 4e-5)
-    col["AMT_GOODS_PRICE"] = _blank(goods, revolving & (rng.random(n) < 0.01))
-    col["NAME_TYPE_SUITE"] = _blank_text(_pick(rng, hv.NAME_TYPE_SUITE, n), rng.random(n) < 0.0042)
+    return {
+        "AMT_INCOME_TOTAL": income,
+        "AMT_CREDIT": credit,
+        "AMT_ANNUITY": _blank(annuity, rng.random(n) < 4e-5),
+        "AMT_GOODS_PRICE": _blank(goods, revolving & (rng.random(n) < 0.01)),
+        "NAME_TYPE_SUITE": _blank_text(_pick(rng, hv.NAME_TYPE_SUITE, n), rng.random(n) < 0.0042),
+    }
 
+
+def _life_columns(
+    rng: np.random.Generator, r: np.ndarray, children: np.ndarray
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Age, income type, education, family and home with their DAYS_* dates; also age_years and no_job.
+
+    no_job marks pensioners and the unemployed, who have no employer and the 365243 DAYS_EMPLOYED.
+    """
+    n = len(r)
     age_years = np.clip(43.5 - 3.5 * r + rng.normal(0, 11.0, n), 20.6, 69.0)
     pensioner = rng.random(n) < np.where(age_years >= 55, 0.9, 0.05)
     unemployed = ~pensioner & (rng.random(n) < 0.0004)
     no_job = pensioner | unemployed
     working_type = _pick(rng, hv.WORKING_INCOME_TYPES, n)
-    income_type = np.where(pensioner, "Pensioner", np.where(unemployed, "Unemployed", working_type))
-    col["NAME_INCOME_TYPE"] = income_type
-    education_shares = dict(hv.EDUCATION)
-    education = _pick(rng, education_shares, n)
+    education = _pick(rng, hv.EDUCATION, n)
     # Lower-risk applicants are more often graduates.
     upgrade = (education == "Secondary / secondary special") & (rng.random(n) < 0.12 * (r < -0.5))
-    education = np.where(upgrade, "Higher education", education)
-    col["NAME_EDUCATION_TYPE"] = education
     family = _pick(rng, hv.FAMILY_STATUS, n)
-    col["NAME_FAMILY_STATUS"] = family
-    col["NAME_HOUSING_TYPE"] = _pick(rng, hv.HOUSING, n)
-    region_pop = rng.choice(np.array(hv.REGION_POPULATION), size=n)
-    col["REGION_POPULATION_RELATIVE"] = region_pop
-
-    days_birth = -np.round(age_years * 365.25).astype(np.int64)
-    col["DAYS_BIRTH"] = days_birth
+    col: dict[str, np.ndarray] = {
+        "NAME_INCOME_TYPE": np.where(
+            pensioner, "Pensioner", np.where(unemployed, "Unemployed", working_type)
+        ),
+        "NAME_EDUCATION_TYPE": np.where(upgrade, "Higher education", education),
+        "NAME_FAMILY_STATUS": family,
+        "NAME_HOUSING_TYPE": _pick(rng, hv.HOUSING, n),
+        "REGION_POPULATION_RELATIVE": rng.choice(np.array(hv.REGION_POPULATION), size=n),
+        "DAYS_BIRTH": -np.round(age_years * 365.25).astype(np.int64),
+    }
     employed_years = np.minimum(rng.exponential(6.0, n) * np.exp(-0.25 * r), age_years - 18.5)
     days_employed = -np.round(employed_years * 365.25).astype(np.int64)
     col["DAYS_EMPLOYED"] = np.where(no_job, hv.SENTINEL_DAYS, days_employed)
     col["DAYS_REGISTRATION"] = -np.floor(rng.uniform(0, 1, n) * (age_years - 18) * 365.25)
     col["DAYS_ID_PUBLISH"] = -np.round(rng.uniform(0, 1, n) ** 0.7 * 6500).astype(np.int64)
-    car_age = np.minimum(np.round(rng.gamma(2.0, 6.0, n)), 91)
-    col["OWN_CAR_AGE"] = _blank(car_age, ~own_car)
-    col["FLAG_MOBIL"] = np.ones(n, dtype=np.int64)
-    col["FLAG_EMP_PHONE"] = (~no_job).astype(np.int64)
-    col["FLAG_WORK_PHONE"] = (rng.random(n) < np.where(no_job, 0.02, 0.25)).astype(np.int64)
-    col["FLAG_CONT_MOBILE"] = (rng.random(n) < 0.998).astype(np.int64)
-    col["FLAG_PHONE"] = (rng.random(n) < 0.28).astype(np.int64)
-    col["FLAG_EMAIL"] = (rng.random(n) < 0.057).astype(np.int64)
-    occupation = _pick(rng, hv.OCCUPATION, n)
-    col["OCCUPATION_TYPE"] = _blank_text(occupation, no_job | (rng.random(n) < 0.16))
     couple = np.isin(family, ["Married", "Civil marriage"])
     col["CNT_FAM_MEMBERS"] = (1 + couple + children).astype(float)
+    return col, age_years, no_job
+
+
+def _car_and_contact_columns(
+    rng: np.random.Generator, own_car: np.ndarray, no_job: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The car's age (empty without a car) and the phone and e-mail flags."""
+    n = len(own_car)
+    return {
+        "OWN_CAR_AGE": _blank(np.minimum(np.round(rng.gamma(2.0, 6.0, n)), 91), ~own_car),
+        "FLAG_MOBIL": np.ones(n, dtype=np.int64),
+        "FLAG_EMP_PHONE": (~no_job).astype(np.int64),
+        "FLAG_WORK_PHONE": (rng.random(n) < np.where(no_job, 0.02, 0.25)).astype(np.int64),
+        "FLAG_CONT_MOBILE": (rng.random(n) < 0.998).astype(np.int64),
+        "FLAG_PHONE": (rng.random(n) < 0.28).astype(np.int64),
+        "FLAG_EMAIL": (rng.random(n) < 0.057).astype(np.int64),
+    }
+
+
+def _work_and_region_columns(
+    rng: np.random.Generator, r: np.ndarray, region_pop: np.ndarray, no_job: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Occupation and employer, region ratings, home/work region mismatches and when the form was filed."""
+    n = len(r)
+    col: dict[str, np.ndarray] = {
+        "OCCUPATION_TYPE": _blank_text(_pick(rng, hv.OCCUPATION, n), no_job | (rng.random(n) < 0.16)),
+    }
     rating = np.where(region_pop > 0.03, 1, np.where(region_pop < 0.004, 3, 2))
     rating = np.where(rng.random(n) < 0.15, rng.choice([1, 2, 3], size=n, p=[0.1, 0.74, 0.16]), rating)
     col["REGION_RATING_CLIENT"] = rating
@@ -201,10 +252,15 @@ def build_applications(rng: np.random.Generator, who: Applicants, drift: bool) -
     ]
     for name, rate in flag_rates:
         col[name] = (rng.random(n) < rate).astype(np.int64)
-    organization = _pick(rng, hv.ORGANIZATION, n)
-    col["ORGANIZATION_TYPE"] = np.where(no_job, "XNA", organization)
+    col["ORGANIZATION_TYPE"] = np.where(no_job, "XNA", _pick(rng, hv.ORGANIZATION, n))
+    return col
 
-    # External scores: three noisy readings of the hidden risk; drift makes them shift and blur.
+
+def _external_score_columns(
+    rng: np.random.Generator, r: np.ndarray, age_years: np.ndarray, drift: bool
+) -> dict[str, np.ndarray]:
+    """EXT_SOURCE_1..3: three noisy readings of the hidden risk; drift makes them shift and blur."""
+    n = len(r)
     noise = 0.6 if not drift else 1.0
     shift = 0.0 if not drift else -0.35
     ext = {
@@ -213,38 +269,7 @@ def build_applications(rng: np.random.Generator, who: Applicants, drift: bool) -
         3: _sigmoid(0.05 + shift - 0.75 * r + rng.normal(0, noise, n)),
     }
     missing = {1: 0.564, 2: 0.0021, 3: 0.198}
-    for k in (1, 2, 3):
-        col[f"EXT_SOURCE_{k}"] = _blank(ext[k], rng.random(n) < missing[k])
-
-    col.update(_building_columns(rng, n))
-
-    social_missing = rng.random(n) < 0.0033
-    obs_30 = rng.poisson(1.42, n).astype(float)
-    def_30 = np.minimum(rng.poisson(0.14 * np.exp(0.35 * r)), obs_30).astype(float)
-    obs_60 = obs_30 + (rng.random(n) < 0.03)
-    def_60 = np.minimum(def_30, np.maximum(def_30 - (rng.random(n) < 0.2), 0))
-    for name, values in [
-        ("OBS_30_CNT_SOCIAL_CIRCLE", obs_30),
-        ("DEF_30_CNT_SOCIAL_CIRCLE", def_30),
-        ("OBS_60_CNT_SOCIAL_CIRCLE", obs_60),
-        ("DEF_60_CNT_SOCIAL_CIRCLE", def_60),
-    ]:
-        col[name] = _blank(values, social_missing)
-    phone_change = np.where(rng.random(n) < 0.12, 0.0, -np.round(rng.exponential(900, n)).clip(0, 4292))
-    col["DAYS_LAST_PHONE_CHANGE"] = phone_change
-    for k, rate in hv.DOCUMENT_RATES.items():
-        col[f"FLAG_DOCUMENT_{k}"] = (rng.random(n) < rate).astype(np.int64)
-    bureau_req_missing = rng.random(n) < 0.135
-    for period, mean in [("HOUR", 0.0064), ("DAY", 0.007), ("WEEK", 0.034), ("MON", 0.27), ("QRT", 0.27)]:
-        col[f"AMT_REQ_CREDIT_BUREAU_{period}"] = _blank(
-            rng.poisson(mean, n).astype(float), bureau_req_missing
-        )
-    requests_year = rng.poisson(1.9 * np.exp(0.15 * who.bureau), n).astype(float)
-    col["AMT_REQ_CREDIT_BUREAU_YEAR"] = _blank(requests_year, bureau_req_missing)
-
-    frame = pd.DataFrame(col)
-    frame.insert(1, "TARGET", 0)
-    return frame[hv.APPLICATION_COLUMNS]
+    return {f"EXT_SOURCE_{k}": _blank(ext[k], rng.random(n) < missing[k]) for k in (1, 2, 3)}
 
 
 def _building_columns(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
@@ -272,6 +297,48 @@ def _building_columns(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]
     return out
 
 
+def _social_circle_columns(rng: np.random.Generator, r: np.ndarray) -> dict[str, np.ndarray]:
+    """Observed and defaulted acquaintances at 30 and 60 days past due, missing together."""
+    n = len(r)
+    social_missing = rng.random(n) < 0.0033
+    obs_30 = rng.poisson(1.42, n).astype(float)
+    def_30 = np.minimum(rng.poisson(0.14 * np.exp(0.35 * r)), obs_30).astype(float)
+    obs_60 = obs_30 + (rng.random(n) < 0.03)
+    def_60 = np.minimum(def_30, np.maximum(def_30 - (rng.random(n) < 0.2), 0))
+    return {
+        "OBS_30_CNT_SOCIAL_CIRCLE": _blank(obs_30, social_missing),
+        "DEF_30_CNT_SOCIAL_CIRCLE": _blank(def_30, social_missing),
+        "OBS_60_CNT_SOCIAL_CIRCLE": _blank(obs_60, social_missing),
+        "DEF_60_CNT_SOCIAL_CIRCLE": _blank(def_60, social_missing),
+    }
+
+
+def _phone_and_document_columns(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+    """Days since the last phone change and the twenty FLAG_DOCUMENT_* flags."""
+    col: dict[str, np.ndarray] = {
+        "DAYS_LAST_PHONE_CHANGE": np.where(
+            rng.random(n) < 0.12, 0.0, -np.round(rng.exponential(900, n)).clip(0, 4292)
+        ),
+    }
+    for k, rate in hv.DOCUMENT_RATES.items():
+        col[f"FLAG_DOCUMENT_{k}"] = (rng.random(n) < rate).astype(np.int64)
+    return col
+
+
+def _bureau_request_columns(rng: np.random.Generator, bureau: np.ndarray) -> dict[str, np.ndarray]:
+    """Credit-bureau enquiries per period; yearly ones grow with the hidden bureau behaviour."""
+    n = len(bureau)
+    bureau_req_missing = rng.random(n) < 0.135
+    col: dict[str, np.ndarray] = {}
+    for period, mean in [("HOUR", 0.0064), ("DAY", 0.007), ("WEEK", 0.034), ("MON", 0.27), ("QRT", 0.27)]:
+        col[f"AMT_REQ_CREDIT_BUREAU_{period}"] = _blank(
+            rng.poisson(mean, n).astype(float), bureau_req_missing
+        )
+    requests_year = rng.poisson(1.9 * np.exp(0.15 * bureau), n).astype(float)
+    col["AMT_REQ_CREDIT_BUREAU_YEAR"] = _blank(requests_year, bureau_req_missing)
+    return col
+
+
 # ---------------------------------------------------------------------------------------------
 # bureau / bureau_balance
 # ---------------------------------------------------------------------------------------------
@@ -286,6 +353,25 @@ def _history_rows(
     return counts, np.repeat(np.arange(n), counts)
 
 
+@dataclass
+class _BureauCredits:
+    """Terms, status and dates of one chunk's bureau credits, before any field is blanked."""
+
+    days_credit: np.ndarray
+    duration: np.ndarray
+    active: np.ndarray
+    status: np.ndarray
+    credit_type: np.ndarray
+    amount: np.ndarray
+    end_date: np.ndarray
+    end_fact: np.ndarray
+
+    @property
+    def closed(self) -> np.ndarray:
+        """Credits no longer running: closed, sold or bad debt."""
+        return self.status != "Active"
+
+
 def build_bureau(
     rng: np.random.Generator, who: Applicants, counters: Counters
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, np.ndarray]]:
@@ -296,7 +382,19 @@ def build_bureau(
     counters.bureau += m
     b = who.bureau[owner]
     r = who.risk[owner]
+    # Each part draws from rng in turn: calling them in another order would change every file.
+    credits = _bureau_credits(rng, b)
+    amounts, ever_late = _bureau_amounts(rng, credits, b, r)
+    frame = _bureau_frame(rng, who.ids[owner], ids, credits, amounts)
+    balance = _bureau_balance(rng, ids, credits, b, r)
+    late_share = np.zeros(len(who.ids))
+    np.add.at(late_share, owner, ever_late.astype(float))
+    return frame, balance, {"bureau_loans": counts.astype(float), "bureau_overdue": late_share}
 
+
+def _bureau_credits(rng: np.random.Generator, b: np.ndarray) -> _BureauCredits:
+    """When each credit opened and ends, whether it still runs, its type and amount."""
+    m = len(b)
     days_credit = -rng.integers(1, 2923, m)
     duration = np.round(rng.gamma(2.0, 380.0, m)) + 30
     active = rng.random(m) < _sigmoid(-0.5 + 0.0012 * (days_credit + 700) + 0.25 * b)
@@ -310,6 +408,15 @@ def build_bureau(
     amount[rng.random(m) < 0.03] = 0.0
     end_date = days_credit + np.where(card, rng.integers(1000, 30000, m), duration)
     end_fact = np.where(closed, np.minimum(days_credit + duration * rng.uniform(0.5, 1.0, m), -1), np.nan)
+    return _BureauCredits(days_credit, duration, active, status, credit_type, amount, end_date, end_fact)
+
+
+def _bureau_amounts(
+    rng: np.random.Generator, credits: _BureauCredits, b: np.ndarray, r: np.ndarray
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Overdue days and sums, debt, card limit, last update and annuity; also which credits were ever late."""
+    m = len(b)
+    amount, active = credits.amount, credits.active
     overdue_prob = _sigmoid(-3.3 + 1.3 * b + 0.35 * r)
     ever_overdue = rng.random(m) < overdue_prob * 3
     now_overdue = active & (rng.random(m) < overdue_prob)
@@ -317,40 +424,73 @@ def build_bureau(
     sum_overdue = np.where(now_overdue, _money(amount * rng.uniform(0.01, 0.2, m), 0.005), 0.0)
     max_overdue = np.where(ever_overdue | now_overdue, _money(amount * rng.uniform(0.01, 0.3, m), 0.005), 0.0)
     debt = np.where(active, _money(amount * np.clip(rng.beta(2, 2, m) * np.exp(0.3 * b), 0, 1.2), 0.005), 0.0)
-    limit = np.where(card, _money(amount * rng.uniform(0, 0.8, m), 0.005), 0.0)
-    update = np.where(closed, np.minimum(end_fact + rng.integers(0, 60, m), -1), -rng.integers(0, 60, m))
-    annuity = _money(amount / np.maximum(duration / 30, 3), 0.005)
+    limit = np.where(
+        credits.credit_type == "Credit card", _money(amount * rng.uniform(0, 0.8, m), 0.005), 0.0
+    )
+    update = np.where(
+        credits.closed, np.minimum(credits.end_fact + rng.integers(0, 60, m), -1), -rng.integers(0, 60, m)
+    )
+    amounts = {
+        "CREDIT_DAY_OVERDUE": day_overdue,
+        "AMT_CREDIT_MAX_OVERDUE": max_overdue,
+        "AMT_CREDIT_SUM_DEBT": debt,
+        "AMT_CREDIT_SUM_LIMIT": limit,
+        "AMT_CREDIT_SUM_OVERDUE": sum_overdue,
+        "DAYS_CREDIT_UPDATE": update.astype(np.int64),
+        "AMT_ANNUITY": _money(amount / np.maximum(credits.duration / 30, 3), 0.005),
+    }
+    return amounts, ever_overdue | now_overdue
 
-    frame = pd.DataFrame(
+
+def _bureau_frame(
+    rng: np.random.Generator,
+    curr_ids: np.ndarray,
+    ids: np.ndarray,
+    credits: _BureauCredits,
+    amounts: dict[str, np.ndarray],
+) -> pd.DataFrame:
+    """The bureau table, with the currency drawn and the real share of empty fields blanked."""
+    m = len(ids)
+    return pd.DataFrame(
         {
-            "SK_ID_CURR": who.ids[owner],
+            "SK_ID_CURR": curr_ids,
             "SK_ID_BUREAU": ids,
-            "CREDIT_ACTIVE": status,
+            "CREDIT_ACTIVE": credits.status,
             "CREDIT_CURRENCY": _pick(rng, hv.CREDIT_CURRENCY, m),
-            "DAYS_CREDIT": days_credit,
-            "CREDIT_DAY_OVERDUE": day_overdue,
-            "DAYS_CREDIT_ENDDATE": _blank(end_date, rng.random(m) < 0.06),
-            "DAYS_ENDDATE_FACT": end_fact,
-            "AMT_CREDIT_MAX_OVERDUE": _blank(max_overdue, rng.random(m) < 0.65),
+            "DAYS_CREDIT": credits.days_credit,
+            "CREDIT_DAY_OVERDUE": amounts["CREDIT_DAY_OVERDUE"],
+            "DAYS_CREDIT_ENDDATE": _blank(credits.end_date, rng.random(m) < 0.06),
+            "DAYS_ENDDATE_FACT": credits.end_fact,
+            "AMT_CREDIT_MAX_OVERDUE": _blank(amounts["AMT_CREDIT_MAX_OVERDUE"], rng.random(m) < 0.65),
             "CNT_CREDIT_PROLONG": (rng.random(m) < 0.005).astype(np.int64),
-            "AMT_CREDIT_SUM": amount,
-            "AMT_CREDIT_SUM_DEBT": _blank(debt, rng.random(m) < 0.15),
-            "AMT_CREDIT_SUM_LIMIT": _blank(limit, rng.random(m) < 0.34),
-            "AMT_CREDIT_SUM_OVERDUE": sum_overdue,
-            "CREDIT_TYPE": credit_type,
-            "DAYS_CREDIT_UPDATE": update.astype(np.int64),
-            "AMT_ANNUITY": _blank(annuity, rng.random(m) < 0.71),
+            "AMT_CREDIT_SUM": credits.amount,
+            "AMT_CREDIT_SUM_DEBT": _blank(amounts["AMT_CREDIT_SUM_DEBT"], rng.random(m) < 0.15),
+            "AMT_CREDIT_SUM_LIMIT": _blank(amounts["AMT_CREDIT_SUM_LIMIT"], rng.random(m) < 0.34),
+            "AMT_CREDIT_SUM_OVERDUE": amounts["AMT_CREDIT_SUM_OVERDUE"],
+            "CREDIT_TYPE": credits.credit_type,
+            "DAYS_CREDIT_UPDATE": amounts["DAYS_CREDIT_UPDATE"],
+            "AMT_ANNUITY": _blank(amounts["AMT_ANNUITY"], rng.random(m) < 0.71),
         }
     )[hv.BUREAU_COLUMNS]
 
+
+def _bureau_balance(
+    rng: np.random.Generator, ids: np.ndarray, credits: _BureauCredits, b: np.ndarray, r: np.ndarray
+) -> pd.DataFrame:
+    """bureau_balance: monthly status of a third of the credits, from now back to the opening month."""
+    m = len(ids)
     # About a third of bureau credits come with a monthly status history (as in the real file).
     has_balance = rng.random(m) < 0.34
-    months = np.minimum(np.ceil(-days_credit / DAYS_PER_MONTH).astype(np.int64), MAX_HISTORY_MONTHS) + 1
+    months = (
+        np.minimum(np.ceil(-credits.days_credit / DAYS_PER_MONTH).astype(np.int64), MAX_HISTORY_MONTHS) + 1
+    )
     months = np.where(has_balance, months, 0)
     balance_owner = np.repeat(np.arange(m), months)
     age = _within_group_index(months)  # 0 = current month, counting back
     month_balance = -age
-    closed_month = np.where(closed, np.floor(np.nan_to_num(end_fact, nan=0.0) / DAYS_PER_MONTH), -10_000)
+    closed_month = np.where(
+        credits.closed, np.floor(np.nan_to_num(credits.end_fact, nan=0.0) / DAYS_PER_MONTH), -10_000
+    )
     late = rng.random(len(balance_owner)) < _sigmoid(-4.3 + 1.2 * b + 0.4 * r)[balance_owner]
     bucket = rng.choice(
         np.array(["1", "2", "3", "4", "5"]), size=len(balance_owner), p=[0.8, 0.1, 0.04, 0.02, 0.04]
@@ -359,13 +499,9 @@ def build_bureau(
     unknown_loan = (rng.random(m) < 0.15)[balance_owner]
     state[unknown_loan | (rng.random(len(balance_owner)) < 0.05)] = "X"
     state[month_balance > closed_month[balance_owner]] = "C"
-    balance = pd.DataFrame(
+    return pd.DataFrame(
         {"SK_ID_BUREAU": ids[balance_owner], "MONTHS_BALANCE": month_balance, "STATUS": state}
     )
-
-    late_share = np.zeros(len(who.ids))
-    np.add.at(late_share, owner, (ever_overdue | now_overdue).astype(float))
-    return frame, balance, {"bureau_loans": counts.astype(float), "bureau_overdue": late_share}
 
 
 def _within_group_index(lengths: np.ndarray) -> np.ndarray:
@@ -395,6 +531,39 @@ class PreviousLoans:
     first_due: np.ndarray
 
 
+@dataclass
+class _PreviousKinds:
+    """Contract type and decision of one chunk's previous applications, as masks the parts share."""
+
+    contract: np.ndarray
+    status: np.ndarray
+    cash: np.ndarray
+    consumer: np.ndarray
+    revolving: np.ndarray
+    refused: np.ndarray
+    canceled: np.ndarray
+    unused: np.ndarray
+
+    @property
+    def approved(self) -> np.ndarray:
+        """Applications that became a loan; only these have dates and follow-up tables."""
+        return self.status == "Approved"
+
+
+@dataclass
+class _PreviousAmounts:
+    """Amounts, terms and decision day of the previous applications, before any field is blanked."""
+
+    application: np.ndarray
+    credit: np.ndarray
+    cnt_payment: np.ndarray
+    annuity: np.ndarray
+    no_terms: np.ndarray  # canceled or zero-amount applications carry no annuity or term
+    down_payment: np.ndarray
+    goods: np.ndarray
+    days_decision: np.ndarray
+
+
 def build_previous(
     rng: np.random.Generator, who: Applicants, counters: Counters
 ) -> tuple[pd.DataFrame, PreviousLoans, dict[str, np.ndarray]]:
@@ -403,9 +572,51 @@ def build_previous(
     m = len(owner)
     ids = counters.prev + np.arange(m)
     counters.prev += m
-    rp = who.repay[owner]
-    r = who.risk[owner]
+    # Each part draws from rng in turn: calling them in another order would change every file.
+    kinds = _previous_kinds(rng, who.repay[owner], who.risk[owner])
+    amounts = _previous_amounts(rng, kinds)
+    products = _previous_product_columns(rng, owner, kinds, amounts.no_terms)
+    dates, first_due = _previous_date_columns(rng, kinds, amounts)
+    details = _previous_detail_columns(rng, kinds, amounts.credit)
+    frame = pd.DataFrame(
+        {
+            "SK_ID_PREV": ids,
+            "SK_ID_CURR": who.ids[owner],
+            "NAME_CONTRACT_TYPE": kinds.contract,
+            "NAME_CONTRACT_STATUS": kinds.status,
+            "AMT_ANNUITY": _blank(np.round(amounts.annuity, 3), amounts.no_terms),
+            "AMT_APPLICATION": amounts.application,
+            "AMT_DOWN_PAYMENT": amounts.down_payment,
+            "AMT_GOODS_PRICE": amounts.goods,
+            "RATE_DOWN_PAYMENT": amounts.down_payment
+            / np.where(amounts.application > 0, amounts.application, np.nan),
+            "DAYS_DECISION": amounts.days_decision,
+            "CNT_PAYMENT": _blank(amounts.cnt_payment, amounts.no_terms),
+            **products,
+            **dates,
+            **details,
+        }
+    )[hv.PREVIOUS_COLUMNS]
+    keep = kinds.approved & ((amounts.cnt_payment > 0) | kinds.revolving)
+    loans = PreviousLoans(
+        prev_ids=ids[keep],
+        curr_ids=who.ids[owner][keep],
+        owner=owner[keep],
+        contract=kinds.contract[keep],
+        annuity=np.round(amounts.annuity[keep], 3),
+        credit=amounts.credit[keep],
+        cnt_payment=amounts.cnt_payment[keep],
+        days_decision=amounts.days_decision[keep],
+        first_due=first_due[keep],
+    )
+    refused_count = np.zeros(len(who.ids))
+    np.add.at(refused_count, owner, kinds.refused.astype(float))
+    return frame, loans, {"prev_count": counts.astype(float), "prev_refused": refused_count}
 
+
+def _previous_kinds(rng: np.random.Generator, rp: np.ndarray, r: np.ndarray) -> _PreviousKinds:
+    """Contract type and the decision: refused (risky repayers more often), canceled, unused or approved."""
+    m = len(rp)
     contract = _pick(rng, hv.PREV_CONTRACT_TYPE, m)
     cash = contract == "Cash loans"
     consumer = contract == "Consumer loans"
@@ -414,8 +625,13 @@ def build_previous(
     canceled = ~refused & (rng.random(m) < np.where(cash, 0.33, 0.08))
     unused = ~refused & ~canceled & consumer & (rng.random(m) < 0.035)
     status = np.select([refused, canceled, unused], ["Refused", "Canceled", "Unused offer"], "Approved")
-    approved = status == "Approved"
+    return _PreviousKinds(contract, status, cash, consumer, revolving, refused, canceled, unused)
 
+
+def _previous_amounts(rng: np.random.Generator, kinds: _PreviousKinds) -> _PreviousAmounts:
+    """Amount asked and granted, number of payments, annuity, down payment, goods price, decision day."""
+    m = len(kinds.contract)
+    cash, consumer, revolving, canceled = kinds.cash, kinds.consumer, kinds.revolving, kinds.canceled
     application = _money(np.exp(rng.normal(np.log(110_000), 0.95, m)), 4.5)
     application = np.where(revolving, _money(application / 2, 22_500.0), application)
     application = np.where(canceled & cash & (rng.random(m) < 0.8), 0.0, application)
@@ -429,27 +645,53 @@ def build_previous(
     annuity = np.where(
         cnt_payment > 0, credit * (1 + 0.02 * cnt_payment) / np.maximum(cnt_payment, 1), credit * 0.05
     )
-    no_terms = canceled | (application == 0)
     down_payment = np.where(
         consumer & (rng.random(m) < 0.6), _money(application * rng.beta(1, 8, m), 0.5), np.nan
     )
     goods = np.where(consumer | (cash & (rng.random(m) < 0.55)), application, np.nan)
     goods = np.where(application == 0, np.nan, goods)
     days_decision = -rng.integers(1, 2923, m)
+    no_terms = canceled | (application == 0)
+    return _PreviousAmounts(
+        application, credit, cnt_payment, annuity, no_terms, down_payment, goods, days_decision
+    )
 
+
+def _previous_product_columns(
+    rng: np.random.Generator, owner: np.ndarray, kinds: _PreviousKinds, no_terms: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Loan purpose, reject reason, new or repeat client, portfolio, yield group and product."""
+    m = len(owner)
+    cash, consumer, revolving = kinds.cash, kinds.consumer, kinds.revolving
     purpose = np.where(cash, _pick(rng, hv.CASH_LOAN_PURPOSE, m), "XAP")
-    reject = np.where(refused, _pick(rng, hv.REJECT_REASON, m), np.where(unused, "CLIENT", "XAP"))
+    reject = np.where(kinds.refused, _pick(rng, hv.REJECT_REASON, m), np.where(kinds.unused, "CLIENT", "XAP"))
     first_of_applicant = np.r_[True, owner[1:] != owner[:-1]] if m else np.zeros(0, dtype=bool)
     client = np.where(first_of_applicant, "New", "Repeater").astype(object)
     client[~first_of_applicant & (rng.random(m) < 0.09)] = "Refreshed"
     client[rng.random(m) < 0.001] = "XNA"
     portfolio = np.select([consumer, cash, revolving], ["POS", "Cash", "Cards"], "XNA").astype(object)
-    portfolio[canceled & (rng.random(m) < 0.9)] = "XNA"
+    portfolio[kinds.canceled & (rng.random(m) < 0.9)] = "XNA"
     portfolio[consumer & (rng.random(m) < 0.0004)] = "Cars"
     yield_group = np.where(revolving | no_terms, "XNA", _pick(rng, hv.YIELD_GROUP, m))
     product_type = np.where(cash, np.where(rng.random(m) < 0.6, "x-sell", "walk-in"), "XNA")
+    return {
+        "NAME_CASH_LOAN_PURPOSE": purpose,
+        "CODE_REJECT_REASON": reject,
+        "NAME_CLIENT_TYPE": client,
+        "NAME_PORTFOLIO": portfolio,
+        "NAME_PRODUCT_TYPE": product_type,
+        "NAME_YIELD_GROUP": yield_group,
+        "PRODUCT_COMBINATION": _product_combination(rng, kinds, yield_group, product_type),
+    }
+
+
+def _product_combination(
+    rng: np.random.Generator, kinds: _PreviousKinds, yield_group: np.ndarray, product_type: np.ndarray
+) -> np.ndarray:
+    """PRODUCT_COMBINATION, spelled as in the real file from the contract, sale channel and yield."""
+    m = len(kinds.contract)
     product = np.where(
-        cash,
+        kinds.cash,
         np.where(
             yield_group == "XNA",
             "Cash",
@@ -457,16 +699,24 @@ def build_previous(
             + np.vectorize(_yield_word, otypes=[object])(yield_group),
         ),
         np.where(
-            revolving,
+            kinds.revolving,
             np.where(rng.random(m) < 0.5, "Card Street", "Card X-Sell"),
             rng.choice(hv.POS_PRODUCTS, m),
         ),
     ).astype(object)
-    product[contract == "XNA"] = None
+    product[kinds.contract == "XNA"] = None
+    return product
 
+
+def _previous_date_columns(
+    rng: np.random.Generator, kinds: _PreviousKinds, amounts: _PreviousAmounts
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The five DAYS_* columns of a loan's life; also the first due day the follow-up tables start from."""
+    m = len(kinds.contract)
+    revolving, days_decision = kinds.revolving, amounts.days_decision
     # Dates only exist for approved loans; 365243 means "not happened" or "still running".
     first_due = days_decision + rng.integers(10, 40, m)
-    last_due_first = first_due + 30 * np.maximum(cnt_payment - 1, 0)
+    last_due_first = first_due + 30 * np.maximum(amounts.cnt_payment - 1, 0)
     running = last_due_first > 0
     first_drawing = np.where(rng.random(m) < 0.96, hv.SENTINEL_DAYS, days_decision + rng.integers(1, 10, m))
     first_due_out = np.where(revolving & (rng.random(m) < 0.5), hv.SENTINEL_DAYS, first_due)
@@ -476,69 +726,45 @@ def build_previous(
         running | revolving, hv.SENTINEL_DAYS, last_due_first - early * rng.integers(0, 300, m)
     )
     termination = np.where(last_due == hv.SENTINEL_DAYS, hv.SENTINEL_DAYS, last_due + rng.integers(0, 10, m))
-    not_approved = ~approved
-    frame = pd.DataFrame(
-        {
-            "SK_ID_PREV": ids,
-            "SK_ID_CURR": who.ids[owner],
-            "NAME_CONTRACT_TYPE": contract,
-            "AMT_ANNUITY": _blank(np.round(annuity, 3), no_terms),
-            "AMT_APPLICATION": application,
-            "AMT_CREDIT": _blank(credit, rng.random(m) < 1e-6),
-            "AMT_DOWN_PAYMENT": down_payment,
-            "AMT_GOODS_PRICE": goods,
-            "WEEKDAY_APPR_PROCESS_START": _pick(rng, hv.WEEKDAYS, m),
-            "HOUR_APPR_PROCESS_START": np.clip(np.round(rng.normal(12.5, 3.3, m)), 0, 23).astype(np.int64),
-            "FLAG_LAST_APPL_PER_CONTRACT": np.where(rng.random(m) < 0.995, "Y", "N"),
-            "NFLAG_LAST_APPL_IN_DAY": (rng.random(m) < 0.9965).astype(np.int64),
-            "RATE_DOWN_PAYMENT": down_payment / np.where(application > 0, application, np.nan),
-            "RATE_INTEREST_PRIMARY": _blank(rng.uniform(0.03, 1.0, m), rng.random(m) < 0.9964),
-            "RATE_INTEREST_PRIVILEGED": _blank(rng.uniform(0.37, 1.0, m), rng.random(m) < 0.9964),
-            "NAME_CASH_LOAN_PURPOSE": purpose,
-            "NAME_CONTRACT_STATUS": status,
-            "DAYS_DECISION": days_decision,
-            "NAME_PAYMENT_TYPE": _pick(rng, hv.PAYMENT_TYPE, m),
-            "CODE_REJECT_REASON": reject,
-            "NAME_TYPE_SUITE": _blank_text(_pick(rng, hv.NAME_TYPE_SUITE, m), rng.random(m) < 0.49),
-            "NAME_CLIENT_TYPE": client,
-            "NAME_GOODS_CATEGORY": np.where(consumer, _pick(rng, hv.GOODS_CATEGORY, m), "XNA"),
-            "NAME_PORTFOLIO": portfolio,
-            "NAME_PRODUCT_TYPE": product_type,
-            "CHANNEL_TYPE": _pick(rng, hv.CHANNEL_TYPE, m),
-            "SELLERPLACE_AREA": np.where(consumer, rng.integers(0, 4000, m) // rng.integers(1, 40, m), -1),
-            "NAME_SELLER_INDUSTRY": np.where(consumer, _pick(rng, hv.SELLER_INDUSTRY, m), "XNA"),
-            "CNT_PAYMENT": _blank(cnt_payment, no_terms),
-            "NAME_YIELD_GROUP": yield_group,
-            "PRODUCT_COMBINATION": product,
-            "DAYS_FIRST_DRAWING": _blank(first_drawing, not_approved),
-            "DAYS_FIRST_DUE": _blank(first_due_out, not_approved),
-            "DAYS_LAST_DUE_1ST_VERSION": _blank(last_due_first_out, not_approved),
-            "DAYS_LAST_DUE": _blank(last_due, not_approved),
-            "DAYS_TERMINATION": _blank(termination, not_approved),
-            "NFLAG_INSURED_ON_APPROVAL": _blank(
-                (rng.random(m) < 0.33).astype(float), not_approved | revolving
-            ),
-        }
-    )[hv.PREVIOUS_COLUMNS]
+    not_approved = ~kinds.approved
+    dates = {
+        "DAYS_FIRST_DRAWING": _blank(first_drawing, not_approved),
+        "DAYS_FIRST_DUE": _blank(first_due_out, not_approved),
+        "DAYS_LAST_DUE_1ST_VERSION": _blank(last_due_first_out, not_approved),
+        "DAYS_LAST_DUE": _blank(last_due, not_approved),
+        "DAYS_TERMINATION": _blank(termination, not_approved),
+    }
+    return dates, first_due
 
-    keep = approved & ((cnt_payment > 0) | revolving)
-    loans = PreviousLoans(
-        prev_ids=ids[keep],
-        curr_ids=who.ids[owner][keep],
-        owner=owner[keep],
-        contract=contract[keep],
-        annuity=np.round(annuity[keep], 3),
-        credit=credit[keep],
-        cnt_payment=cnt_payment[keep],
-        days_decision=days_decision[keep],
-        first_due=first_due[keep],
-    )
-    refused_count = np.zeros(len(who.ids))
-    np.add.at(refused_count, owner, refused.astype(float))
-    return frame, loans, {"prev_count": counts.astype(float), "prev_refused": refused_count}
+
+def _previous_detail_columns(
+    rng: np.random.Generator, kinds: _PreviousKinds, credit: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The remaining fields: when and how the application was made, rates, seller, goods, insurance."""
+    m = len(kinds.contract)
+    consumer = kinds.consumer
+    return {
+        "AMT_CREDIT": _blank(credit, rng.random(m) < 1e-6),
+        "WEEKDAY_APPR_PROCESS_START": _pick(rng, hv.WEEKDAYS, m),
+        "HOUR_APPR_PROCESS_START": np.clip(np.round(rng.normal(12.5, 3.3, m)), 0, 23).astype(np.int64),
+        "FLAG_LAST_APPL_PER_CONTRACT": np.where(rng.random(m) < 0.995, "Y", "N"),
+        "NFLAG_LAST_APPL_IN_DAY": (rng.random(m) < 0.9965).astype(np.int64),
+        "RATE_INTEREST_PRIMARY": _blank(rng.uniform(0.03, 1.0, m), rng.random(m) < 0.9964),
+        "RATE_INTEREST_PRIVILEGED": _blank(rng.uniform(0.37, 1.0, m), rng.random(m) < 0.9964),
+        "NAME_PAYMENT_TYPE": _pick(rng, hv.PAYMENT_TYPE, m),
+        "NAME_TYPE_SUITE": _blank_text(_pick(rng, hv.NAME_TYPE_SUITE, m), rng.random(m) < 0.49),
+        "NAME_GOODS_CATEGORY": np.where(consumer, _pick(rng, hv.GOODS_CATEGORY, m), "XNA"),
+        "CHANNEL_TYPE": _pick(rng, hv.CHANNEL_TYPE, m),
+        "SELLERPLACE_AREA": np.where(consumer, rng.integers(0, 4000, m) // rng.integers(1, 40, m), -1),
+        "NAME_SELLER_INDUSTRY": np.where(consumer, _pick(rng, hv.SELLER_INDUSTRY, m), "XNA"),
+        "NFLAG_INSURED_ON_APPROVAL": _blank(
+            (rng.random(m) < 0.33).astype(float), ~kinds.approved | kinds.revolving
+        ),
+    }
 
 
 def _yield_word(group: str) -> str:
+    """The word PRODUCT_COMBINATION uses for a yield group: both low groups read 'low'."""
     return {"low_normal": "low", "low_action": "low"}.get(group, group)
 
 
@@ -619,6 +845,30 @@ def build_installments(
     return frame, {"inst_late_share": np.divide(late_count, rows, out=np.zeros_like(rows), where=rows > 0)}
 
 
+@dataclass
+class _CardMonths:
+    """One row per card and month since the card's decision, counted from its oldest month."""
+
+    owner: np.ndarray  # index into the PreviousLoans
+    step: np.ndarray  # months since the first row of the card
+    month: np.ndarray  # MONTHS_BALANCE
+    habit: np.ndarray  # the holder's hidden card behaviour
+    risk: np.ndarray  # the holder's hidden general risk
+
+
+@dataclass
+class _CardAmounts:
+    """Money of each card month, before any field is blanked; use is the share of the limit drawn."""
+
+    limit: np.ndarray
+    use: np.ndarray
+    balance: np.ndarray
+    draw_atm: np.ndarray
+    draw_pos: np.ndarray
+    min_regular: np.ndarray
+    payment: np.ndarray
+
+
 def build_credit_card(
     rng: np.random.Generator, who: Applicants, loans: PreviousLoans
 ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
@@ -630,44 +880,77 @@ def build_credit_card(
     length = -start
     owner = np.repeat(index, length)
     step = _within_group_index(length)
-    month = np.repeat(start, length) + step
-    k = len(owner)
-    card_habit = who.card[loans.owner[owner]]
+    applicant = loans.owner[owner]
+    rows = _CardMonths(owner, step, np.repeat(start, length) + step, who.card[applicant], who.risk[applicant])
+    # Each part draws from rng in turn: calling them in another order would change every file.
+    amounts = _card_amounts(rng, rows, index, length)
+    status, dpd = _card_status(rng, rows, amounts.use)
+    frame = _card_frame(rng, loans, rows, amounts, status, dpd)
+    has_card = np.zeros(len(who.ids), dtype=bool)
+    has_card[loans.owner[index]] = True
+    return frame, {"has_card": has_card.astype(float)}
+
+
+def _card_amounts(
+    rng: np.random.Generator, rows: _CardMonths, index: np.ndarray, length: np.ndarray
+) -> _CardAmounts:
+    """Limit (one per card), balance, ATM and shop drawings and payment of each card month."""
+    k = len(rows.owner)
     limit = np.repeat(rng.choice(np.array(hv.CARD_LIMITS), size=len(index)), length).astype(np.int64)
-    use = _sigmoid(-0.9 + 1.1 * card_habit + 0.3 * who.risk[loans.owner[owner]] + rng.normal(0, 0.5, k))
+    use = _sigmoid(-0.9 + 1.1 * rows.habit + 0.3 * rows.risk + rng.normal(0, 0.5, k))
     use = np.where(rng.random(k) < 0.35, 0.0, use)
     balance = np.round(limit * use, 3)
-    draw_atm = np.where(rng.random(k) < 0.15 * (1 + card_habit.clip(0)), _money(balance * 0.2, 450.0), 0.0)
+    draw_atm = np.where(rng.random(k) < 0.15 * (1 + rows.habit.clip(0)), _money(balance * 0.2, 450.0), 0.0)
     draw_pos = np.where(rng.random(k) < 0.25, np.round(balance * rng.uniform(0, 0.3, k), 3), 0.0)
-    draw_total = draw_atm + draw_pos
     min_regular = np.round(balance * 0.05, 3)
     payment = np.where(
         balance > 0, np.maximum(min_regular, np.round(balance * rng.uniform(0, 0.5, k), 3)), 0.0
     )
-    principal = np.round(balance * 0.96, 3)
+    return _CardAmounts(limit, use, balance, draw_atm, draw_pos, min_regular, payment)
+
+
+def _card_status(
+    rng: np.random.Generator, rows: _CardMonths, use: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Contract status (mostly Active, unused cards sometimes Completed) and days past due."""
+    k = len(rows.owner)
     status = np.full(k, "Active", dtype=object)
     rare = rng.random(k) < 0.004
     status[rare] = rng.choice(hv.CARD_STATUS_RARE, int(rare.sum()))
     status[(use == 0) & (rng.random(k) < 0.05)] = "Completed"
-    late = rng.random(k) < _sigmoid(-4.5 + 1.2 * card_habit)
+    late = rng.random(k) < _sigmoid(-4.5 + 1.2 * rows.habit)
     dpd = np.where(late, np.round(rng.exponential(10.0, k)) + 1, 0).astype(np.int64)
+    return status, dpd
+
+
+def _card_frame(
+    rng: np.random.Generator,
+    loans: PreviousLoans,
+    rows: _CardMonths,
+    money: _CardAmounts,
+    status: np.ndarray,
+    dpd: np.ndarray,
+) -> pd.DataFrame:
+    """The credit_card_balance table, with drawing counts and the real share of empty fields."""
+    k = len(rows.owner)
+    draw_atm, draw_pos, balance = money.draw_atm, money.draw_pos, money.balance
     no_drawing_detail = rng.random(k) < 0.195
     no_regularity = rng.random(k) < 0.08
-    frame = pd.DataFrame(
+    return pd.DataFrame(
         {
-            "SK_ID_PREV": loans.prev_ids[owner],
-            "SK_ID_CURR": loans.curr_ids[owner],
-            "MONTHS_BALANCE": month,
+            "SK_ID_PREV": loans.prev_ids[rows.owner],
+            "SK_ID_CURR": loans.curr_ids[rows.owner],
+            "MONTHS_BALANCE": rows.month,
             "AMT_BALANCE": balance,
-            "AMT_CREDIT_LIMIT_ACTUAL": limit,
+            "AMT_CREDIT_LIMIT_ACTUAL": money.limit,
             "AMT_DRAWINGS_ATM_CURRENT": _blank(draw_atm, no_drawing_detail),
-            "AMT_DRAWINGS_CURRENT": draw_total,
+            "AMT_DRAWINGS_CURRENT": draw_atm + draw_pos,
             "AMT_DRAWINGS_OTHER_CURRENT": _blank(np.zeros(k), no_drawing_detail),
             "AMT_DRAWINGS_POS_CURRENT": _blank(draw_pos, no_drawing_detail),
-            "AMT_INST_MIN_REGULARITY": _blank(min_regular, no_regularity),
-            "AMT_PAYMENT_CURRENT": _blank(payment, rng.random(k) < 0.2),
-            "AMT_PAYMENT_TOTAL_CURRENT": payment,
-            "AMT_RECEIVABLE_PRINCIPAL": principal,
+            "AMT_INST_MIN_REGULARITY": _blank(money.min_regular, no_regularity),
+            "AMT_PAYMENT_CURRENT": _blank(money.payment, rng.random(k) < 0.2),
+            "AMT_PAYMENT_TOTAL_CURRENT": money.payment,
+            "AMT_RECEIVABLE_PRINCIPAL": np.round(balance * 0.96, 3),
             "AMT_RECIVABLE": balance,
             "AMT_TOTAL_RECEIVABLE": balance,
             "CNT_DRAWINGS_ATM_CURRENT": _blank(
@@ -680,15 +963,12 @@ def build_credit_card(
             "CNT_DRAWINGS_POS_CURRENT": _blank(
                 (draw_pos > 0) * rng.integers(1, 20, k).astype(float), no_drawing_detail
             ),
-            "CNT_INSTALMENT_MATURE_CUM": _blank(step.astype(float), no_regularity),
+            "CNT_INSTALMENT_MATURE_CUM": _blank(rows.step.astype(float), no_regularity),
             "NAME_CONTRACT_STATUS": status,
             "SK_DPD": dpd,
             "SK_DPD_DEF": np.where(rng.random(k) < 0.2, dpd, 0).astype(np.int64),
         }
     )[hv.CREDIT_CARD_COLUMNS]
-    has_card = np.zeros(len(who.ids), dtype=bool)
-    has_card[loans.owner[index]] = True
-    return frame, {"has_card": has_card.astype(float)}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -54,6 +54,7 @@ DIRTY_TARGET = {"key": "customerID", "category": "InternetService", "number": "M
 
 
 def _yes_no(flags: np.ndarray) -> np.ndarray:
+    """Yes/No text for a boolean mask, as the real file spells its flags."""
     return np.where(flags, "Yes", "No")
 
 
@@ -93,67 +94,98 @@ def build_telco_frame(rows: int = REAL_ROWS, seed: int = 0, drift: bool = False)
         raise ValueError(f"rows must be at least 1, got {rows}")
     rng = np.random.default_rng([seed, int(drift), 7043])
     n = rows
+    # Each part draws from rng in turn: calling them in another order would change every file.
+    frame = _household_columns(rng, n)
+    tenure = _tenure(rng, n, drift)
+    frame["tenure"] = tenure
+    frame.update(_line_columns(rng, tenure, drift))
+    frame["customerID"] = _customer_ids(rng, n)
+    frame["gender"] = rng.choice(np.array(["Male", "Female"]), size=n)
+    addons, addon_count = _addon_columns(rng, frame["InternetService"], tenure)
+    frame.update(addons)
+    frame.update(_contract_columns(rng, frame, drift))
+    frame.update(_charge_columns(rng, frame, addon_count, drift))
+    frame["Churn"] = _yes_no(rng.random(n) < _churn_probability(frame, drift))
+    return pd.DataFrame(frame, columns=COLUMNS)
+
+
+def _household_columns(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+    """Senior citizen (an integer, as in the real file), partner and dependents."""
     senior = (rng.random(n) < 0.16).astype(int)
     partner = rng.random(n) < 0.48
     dependents = rng.random(n) < np.where(partner, 0.50, 0.12)
-    tenure = _tenure(rng, n, drift)
+    return {"SeniorCitizen": senior, "Partner": _yes_no(partner), "Dependents": _yes_no(dependents)}
 
+
+def _line_columns(rng: np.random.Generator, tenure: np.ndarray, drift: bool) -> dict[str, np.ndarray]:
+    """Phone service, multiple lines and internet service; drift moves customers to fiber."""
+    n = len(tenure)
     phone = rng.random(n) < 0.90
     multiple = np.where(phone, _yes_no(rng.random(n) < 0.42 + 0.004 * tenure), "No phone service")
     internet_p = [0.34, 0.44, 0.22] if not drift else [0.25, 0.58, 0.17]
     internet = rng.choice(np.array(["DSL", "Fiber optic", "No"]), size=n, p=internet_p)
+    return {"PhoneService": _yes_no(phone), "MultipleLines": multiple, "InternetService": internet}
+
+
+def _addon_columns(
+    rng: np.random.Generator, internet: np.ndarray, tenure: np.ndarray
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The six internet add-ons ('No internet service' without a line); also how many each took."""
+    n = len(tenure)
     has_internet = internet != "No"
     fiber = internet == "Fiber optic"
-
-    frame: dict[str, np.ndarray] = {
-        "customerID": _customer_ids(rng, n),
-        "gender": rng.choice(np.array(["Male", "Female"]), size=n),
-        "SeniorCitizen": senior,
-        "Partner": _yes_no(partner),
-        "Dependents": _yes_no(dependents),
-        "tenure": tenure,
-        "PhoneService": _yes_no(phone),
-        "MultipleLines": multiple,
-        "InternetService": internet,
-    }
+    addons: dict[str, np.ndarray] = {}
     addon_count = np.zeros(n)
     for column, (dsl_rate, fiber_rate) in INTERNET_ADDONS.items():
         # Long-standing customers collect more add-ons.
         rate = np.where(fiber, fiber_rate, dsl_rate) + 0.003 * (tenure - 30)
         taken = has_internet & (rng.random(n) < rate)
         addon_count += taken
-        frame[column] = np.where(has_internet, _yes_no(taken), "No internet service")
+        addons[column] = np.where(has_internet, _yes_no(taken), "No internet service")
+    return addons, addon_count
 
+
+def _contract_columns(
+    rng: np.random.Generator, frame: dict[str, np.ndarray], drift: bool
+) -> dict[str, np.ndarray]:
+    """Contract length (longer with tenure and support, shorter on fiber), paperless billing, payment."""
+    n = len(frame["tenure"])
+    has_internet = frame["InternetService"] != "No"
+    fiber = frame["InternetService"] == "Fiber optic"
     contract_score = (
-        0.045 * tenure + 0.4 * (frame["TechSupport"] == "Yes") - 0.5 * fiber + rng.normal(0, 1, n)
+        0.045 * frame["tenure"] + 0.4 * (frame["TechSupport"] == "Yes") - 0.5 * fiber + rng.normal(0, 1, n)
     )
     contract = np.select(
         [contract_score < 1.3, contract_score < 2.4], ["Month-to-month", "One year"], "Two year"
     )
-    frame["Contract"] = contract
-    frame["PaperlessBilling"] = _yes_no(rng.random(n) < np.where(has_internet, 0.67, 0.29))
+    paperless = _yes_no(rng.random(n) < np.where(has_internet, 0.67, 0.29))
     pay_p = [0.34, 0.23, 0.22, 0.21] if not drift else [0.45, 0.18, 0.19, 0.18]
-    frame["PaymentMethod"] = rng.choice(np.array(PAYMENT_METHODS), size=n, p=pay_p)
+    payment = rng.choice(np.array(PAYMENT_METHODS), size=n, p=pay_p)
+    return {"Contract": contract, "PaperlessBilling": paperless, "PaymentMethod": payment}
 
+
+def _charge_columns(
+    rng: np.random.Generator, frame: dict[str, np.ndarray], addon_count: np.ndarray, drift: bool
+) -> dict[str, np.ndarray]:
+    """Monthly price from the services taken (12 % dearer under drift) and the TotalCharges text."""
+    tenure = frame["tenure"]
+    n = len(tenure)
+    internet = frame["InternetService"]
     streaming = (frame["StreamingTV"] == "Yes").astype(float) + (frame["StreamingMovies"] == "Yes")
     monthly = (
-        np.where(phone, 20.0, 0.0)
-        + np.where(multiple == "Yes", 5.0, 0.0)
-        + np.select([internet == "DSL", fiber], [25.0, 50.0], 0.0)
+        np.where(frame["PhoneService"] == "Yes", 20.0, 0.0)
+        + np.where(frame["MultipleLines"] == "Yes", 5.0, 0.0)
+        + np.select([internet == "DSL", internet == "Fiber optic"], [25.0, 50.0], 0.0)
         + 5.0 * addon_count
         + 5.0 * streaming
         + rng.normal(0, 2.0, n)
     ) * (1.12 if drift else 1.0)
     # Real prices are multiples of five cents.
     monthly = np.round(np.clip(monthly, 18.25, 118.75 * (1.12 if drift else 1.0)) * 20) / 20
-    frame["MonthlyCharges"] = monthly
     # Past bills were a little different from today's price; tenure 0 has no bill yet.
     total = np.round(tenure * monthly * rng.normal(1.0, 0.05, n).clip(0.8, 1.2), 2)
-    frame["TotalCharges"] = np.where(tenure == 0, " ", np.char.mod("%.2f", total))
-    frame["TotalCharges"] = np.array([_trim_decimal(v) for v in frame["TotalCharges"]])
-
-    frame["Churn"] = _yes_no(rng.random(n) < _churn_probability(frame, drift))
-    return pd.DataFrame(frame, columns=COLUMNS)
+    total_text = np.where(tenure == 0, " ", np.char.mod("%.2f", total))
+    return {"MonthlyCharges": monthly, "TotalCharges": np.array([_trim_decimal(v) for v in total_text])}
 
 
 def _trim_decimal(text: str) -> str:
