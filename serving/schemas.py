@@ -1,7 +1,7 @@
 """Request and response schemas generated from the model configs, and the record checks.
 
 A record type is a pydantic model of a table's column contract as batch scoring applies it
-(`tabular_mlops.scoring.scoring_spec`): a missing required value or a value that is not its type
+(`tabular_mlops.contract.acceptance_spec`): a missing required value or a value that is not its type
 rejects the request (422 naming record and field), as it sends a batch row to rejects.csv. The
 value rules (allowed set, range, pattern) are checked afterwards by `RecordChecker` from the same
 relaxed spec: a breach is a warning in the response, as batch counts it, and the record is scored.
@@ -11,13 +11,12 @@ applicant's history records.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from tabular_mlops.config import ColumnSpec, ModelConfig, TableSpec
-from tabular_mlops.scoring import scoring_spec
+from tabular_mlops.contract import ValueTest, acceptance_spec, value_tests
+from tabular_mlops.scoring import tables_to_read
 
 _TYPES: dict[str, Any] = {"int": int, "float": float, "string": str, "category": str}
 
@@ -34,17 +33,15 @@ def record_model(name: str, table: TableSpec) -> type[BaseModel]:
     """A pydantic model of one record of a table as scoring reads it (unknown fields are ignored).
 
     Text is stripped of surrounding whitespace, as batch scoring trims every CSV value."""
-    fields = {column: _field(spec) for column, spec in scoring_spec(table).columns.items()}
+    fields = {column: _field(spec) for column, spec in acceptance_spec(table).columns.items()}
     config = ConfigDict(extra="ignore", str_strip_whitespace=True)
     return create_model(name, __config__=config, **fields)  # type: ignore[call-overload]
 
 
 def history_tables(config: ModelConfig) -> list[str]:
-    """The tables a credit-style request may carry besides the entity record."""
-    if config.features.model_input == "raw":
-        return []
-    skip = {config.scoring_entity_table, config.data.label_table}
-    return [t for t in config.data.tables if t not in skip]
+    """The tables a credit-style request may carry besides the entity record: those batch scoring
+    reads after the entity table (none for a raw-record model)."""
+    return tables_to_read(config)[1:]
 
 
 def _camel(name: str) -> str:
@@ -111,40 +108,17 @@ def request_records(
     return out
 
 
-# (kind, problem, test) of one value rule; the problem reads as batch's reason after "<column>: "
-# (row_rules), so a REST warning and a batch warning of the same value say the same thing.
-ValueRule = tuple[str, str, Callable[[Any], bool]]
-
-
-def value_rules(spec: ColumnSpec) -> list[ValueRule]:
-    """The allowed-set, range and pattern rules of one column, as Python tests of a typed value."""
-    rules: list[ValueRule] = []
-    low, high = spec.min, spec.max
-    if low is not None:
-        rules.append(("below_minimum", f"below minimum {low:g}", lambda v: v < low))
-    if high is not None:
-        rules.append(("above_maximum", f"above maximum {high:g}", lambda v: v > high))
-    if spec.values is not None:
-        cast: Callable[[Any], Any] = {"int": int, "float": float}.get(spec.type, str)
-        allowed = frozenset(cast(v) for v in spec.values)
-        rules.append(("not_allowed", "not in the allowed set", lambda v: v not in allowed))
-    if spec.pattern is not None:
-        compiled = re.compile(spec.pattern)
-        rules.append(("pattern", f"does not match {spec.pattern}", lambda v: not compiled.fullmatch(v)))
-    return rules
-
-
 class RecordChecker:
     """The value rules of a model's request records: what batch scoring counts as warnings.
 
-    Built from the same relaxed spec as batch scoring (`scoring_spec`), where every value rule
+    Built from the same relaxed spec as batch scoring (`acceptance_spec`), where every value rule
     is a warning: a breaking record is scored, and its warnings name the field and the problem.
     """
 
     def __init__(self, config: ModelConfig) -> None:
-        def table_rules(table: str) -> list[tuple[str, list[ValueRule]]]:
-            columns = scoring_spec(config.data.tables[table]).columns.items()
-            return [(name, rules) for name, spec in columns if (rules := value_rules(spec))]
+        def table_rules(table: str) -> list[tuple[str, list[ValueTest]]]:
+            columns = acceptance_spec(config.data.tables[table]).columns.items()
+            return [(name, rules) for name, spec in columns if (rules := value_tests(spec))]
 
         self.entity = table_rules(config.scoring_entity_table)
         self.history = {table: table_rules(table) for table in history_tables(config)}

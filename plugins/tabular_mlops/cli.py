@@ -19,6 +19,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from tabular_mlops.training import RunOverrides
 
+    # What add_subparsers returns; each _add_<command> below adds its subcommand to it.
+    _Subcommands = argparse._SubParsersAction[argparse.ArgumentParser]
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 _DEFAULT_DAY = "default: the date's partition"
 _DATA_HELP = (
@@ -473,7 +476,29 @@ def build_parser() -> argparse.ArgumentParser:
     """Argument parser of the mlops command."""
     parser = argparse.ArgumentParser(prog="mlops", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    # In this order in `mlops --help`: the pipeline's stages, then the registry's moves, then admin.
+    for add in (
+        _add_generate,
+        _add_validate,
+        _add_train,
+        _add_evaluate,
+        _add_score,
+        _add_materialize,
+        _add_monitor,
+        _add_promote,
+        _add_archive_challenger,
+        _add_answers,
+        _add_rollback,
+        _add_sign,
+        _add_history,
+        _add_admin,
+    ):
+        add(sub)
+    return parser
 
+
+def _add_generate(sub: _Subcommands) -> None:
+    """The `mlops generate` subcommand."""
     gen = sub.add_parser("generate", help="write a synthetic copy of a data set with the real schema")
     gen.add_argument("--dataset", required=True, choices=["home_credit", "telco"])
     gen.add_argument("--out", required=True, help="output folder or s3://bucket/prefix")
@@ -494,12 +519,18 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--aws-conn-id", default="aws_default", help="Airflow connection for s3:// output")
     gen.set_defaults(handler=_generate)
 
+
+def _add_validate(sub: _Subcommands) -> None:
+    """The `mlops validate` subcommand."""
     val = sub.add_parser("validate", help="validate raw tables and write typed interim tables")
     val.add_argument("--model", required=True, help="model config name, e.g. churn or credit_risk")
     val.add_argument("--data", default=None, help=_DATA_HELP)
     val.add_argument("--run-id", default=None, help="run id for output folders (default: cli_<UTC time>)")
     val.set_defaults(handler=_validate)
 
+
+def _add_train(sub: _Subcommands) -> None:
+    """The `mlops train` subcommand, with its config overrides (_add_override_flags)."""
     tr = sub.add_parser(
         "train",
         help="validate, build features, train, evaluate, gate and promote",
@@ -518,139 +549,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_override_flags(tr)
     tr.set_defaults(handler=_train)
-
-    _add_evaluate(sub)
-
-    sc = sub.add_parser("score", help="score one partition with the production (or a given) version")
-    sc.add_argument("--model", required=True)
-    sc.add_argument(
-        "--input",
-        default=None,
-        help="input folder or s3:// prefix under the lake or scoring.allowed_locations; a one-table "
-        f"model (churn) also takes a single CSV file there ({_DEFAULT_DAY})",
-    )
-    sc.add_argument(
-        "--output",
-        default=None,
-        help=f"output folder or s3:// prefix under the lake or scoring.allowed_locations ({_DEFAULT_DAY})",
-    )
-    sc.add_argument(
-        "--date",
-        default=None,
-        help="YYYY-MM-DD: the partition's day, written to its manifest (monitoring's window date) "
-        "and naming the default partitions (default: today, UTC)",
-    )
-    sc.add_argument("--threshold", type=float, default=None, help="override the config's decision threshold")
-    sc.add_argument("--version", default=None, help="score with this registry version, not production")
-    sc.add_argument("--run-id", default=None, help="run id written beside every prediction")
-    sc.set_defaults(handler=_score)
-
-    ma = sub.add_parser(
-        "materialize", help="write a model's history features to the online store (MLOPS_ONLINE_STORE_URL)"
-    )
-    ma.add_argument("--model", required=True)
-    ma.add_argument(
-        "--data", default=None, help="folder or s3:// prefix of the history tables (default: the config's)"
-    )
-    ma.add_argument("--version", default=None, help="whose SQL computes them (default: production)")
-    ma.add_argument(
-        "--upsert",
-        action="store_true",
-        help="replace only these entities' features (a partition), keep everyone else's",
-    )
-    ma.set_defaults(handler=_materialize)
-
-    mo = sub.add_parser("monitor", help="drift and quality of a predictions partition; email on a breach")
-    mo.add_argument("--model", required=True)
-    mo.add_argument(
-        "--current", default=None, help="predictions partition (default: the newest complete one)"
-    )
-    mo.add_argument(
-        "--reference", default=None, help="model input rows to compare with (default: the version's)"
-    )
-    mo.add_argument("--labels", default=None, help="labels file or folder keyed by the entity id")
-    mo.add_argument("--no-email", action="store_true", help="measure and report, send nothing")
-    mo.set_defaults(handler=_monitor)
-
-    pr = sub.add_parser("promote", help="point the production alias at a version (previous keeps the old)")
-    pr.add_argument("--model", required=True)
-    which = pr.add_mutually_exclusive_group(required=True)
-    which.add_argument("--version", help="the registry version to promote")
-    which.add_argument(
-        "--from", dest="source", choices=["challenger"], help="promote the version the challenger alias names"
-    )
-    pr.add_argument("--reason", default=None)
-    pr.set_defaults(handler=_promote)
-
-    ar = sub.add_parser("archive-challenger", help="stop shadowing: park the challenger alias on production")
-    ar.add_argument("--model", required=True)
-    ar.add_argument("--reason", default=None)
-    ar.set_defaults(handler=_archive_challenger)
-
-    for verb in ("approve", "reject"):
-        an = sub.add_parser(verb, help=f"{verb} a run's waiting promotion (Airflow REST API, as yourself)")
-        an.add_argument("--model", required=True)
-        an.add_argument("--run", required=True, help="the Airflow run id (the UI's Run ID, e.g. manual__...)")
-        an.add_argument("--comment", default=None, help="recorded in the audit trail with your name")
-        an.add_argument("--dag", default=None, help="default <model>_training; <model>_registry for its runs")
-        an.set_defaults(handler=_answer)
-
-    rb = sub.add_parser("rollback", help="move production back to the previous version")
-    rb.add_argument("--model", required=True)
-    rb.add_argument("--reason", default=None)
-    rb.set_defaults(handler=_rollback)
-
-    sg = sub.add_parser(
-        "sign", help="check a version's signature, then re-sign it with MLOPS_MODEL_SIGNING_KEY (rotation)"
-    )
-    sg.add_argument("--model", required=True)
-    sg.add_argument("--version", required=True)
-    sg.add_argument("--check", action="store_true", help="only verify the signature, change nothing")
-    sg.set_defaults(handler=_sign)
-
-    hi = sub.add_parser("history", help="print every recorded move of the production alias")
-    hi.add_argument("--model", required=True)
-    hi.set_defaults(handler=_history)
-
-    ra = sub.add_parser(
-        "registry-access",
-        help="as the MLflow admin: create the workers' and serving users and their grants (idempotent)",
-    )
-    ra.set_defaults(handler=_registry_access)
-
-    wh = sub.add_parser(
-        "webhook",
-        help="as the MLflow admin: register the alias webhook that makes serving reload (idempotent)",
-    )
-    wh.add_argument(
-        "--url",
-        required=True,
-        help="serving's internal endpoint, e.g. http://serving:8000/internal/registry-events",
-    )
-    wh.set_defaults(handler=_webhook)
-    return parser
-
-
-def _add_evaluate(sub: Any) -> None:
-    """The `mlops evaluate` subcommand."""
-    ev = sub.add_parser(
-        "evaluate", help="score a registry version and the version an alias names on the same test rows"
-    )
-    ev.add_argument("--model", required=True)
-    ev.add_argument("--version", required=True, help="the registry version to evaluate")
-    ev.add_argument(
-        "--baseline-alias",
-        default="production",
-        help="compare with the version this alias names (default: production)",
-    )
-    ev.add_argument(
-        "--data",
-        default=None,
-        help="raw data whose test split (the config's split) is scored, as train's --data "
-        "(default: the latest ingested data of the model)",
-    )
-    ev.add_argument("--run-id", default=None, help="run id of the ingest folders when --data is given")
-    ev.set_defaults(handler=_evaluate)
 
 
 def _add_override_flags(tr: argparse.ArgumentParser) -> None:
@@ -688,6 +586,166 @@ def _add_override_flags(tr: argparse.ArgumentParser) -> None:
         help="register the version under this name (lower-case letters, digits, '-'; not another "
         "model's); it is evaluated and gated there, and no alias is moved",
     )
+
+
+def _add_evaluate(sub: _Subcommands) -> None:
+    """The `mlops evaluate` subcommand."""
+    ev = sub.add_parser(
+        "evaluate", help="score a registry version and the version an alias names on the same test rows"
+    )
+    ev.add_argument("--model", required=True)
+    ev.add_argument("--version", required=True, help="the registry version to evaluate")
+    ev.add_argument(
+        "--baseline-alias",
+        default="production",
+        help="compare with the version this alias names (default: production)",
+    )
+    ev.add_argument(
+        "--data",
+        default=None,
+        help="raw data whose test split (the config's split) is scored, as train's --data "
+        "(default: the latest ingested data of the model)",
+    )
+    ev.add_argument("--run-id", default=None, help="run id of the ingest folders when --data is given")
+    ev.set_defaults(handler=_evaluate)
+
+
+def _add_score(sub: _Subcommands) -> None:
+    """The `mlops score` subcommand."""
+    sc = sub.add_parser("score", help="score one partition with the production (or a given) version")
+    sc.add_argument("--model", required=True)
+    sc.add_argument(
+        "--input",
+        default=None,
+        help="input folder or s3:// prefix under the lake or scoring.allowed_locations; a one-table "
+        f"model (churn) also takes a single CSV file there ({_DEFAULT_DAY})",
+    )
+    sc.add_argument(
+        "--output",
+        default=None,
+        help=f"output folder or s3:// prefix under the lake or scoring.allowed_locations ({_DEFAULT_DAY})",
+    )
+    sc.add_argument(
+        "--date",
+        default=None,
+        help="YYYY-MM-DD: the partition's day, written to its manifest (monitoring's window date) "
+        "and naming the default partitions (default: today, UTC)",
+    )
+    sc.add_argument("--threshold", type=float, default=None, help="override the config's decision threshold")
+    sc.add_argument("--version", default=None, help="score with this registry version, not production")
+    sc.add_argument("--run-id", default=None, help="run id written beside every prediction")
+    sc.set_defaults(handler=_score)
+
+
+def _add_materialize(sub: _Subcommands) -> None:
+    """The `mlops materialize` subcommand."""
+    ma = sub.add_parser(
+        "materialize", help="write a model's history features to the online store (MLOPS_ONLINE_STORE_URL)"
+    )
+    ma.add_argument("--model", required=True)
+    ma.add_argument(
+        "--data", default=None, help="folder or s3:// prefix of the history tables (default: the config's)"
+    )
+    ma.add_argument("--version", default=None, help="whose SQL computes them (default: production)")
+    ma.add_argument(
+        "--upsert",
+        action="store_true",
+        help="replace only these entities' features (a partition), keep everyone else's",
+    )
+    ma.set_defaults(handler=_materialize)
+
+
+def _add_monitor(sub: _Subcommands) -> None:
+    """The `mlops monitor` subcommand."""
+    mo = sub.add_parser("monitor", help="drift and quality of a predictions partition; email on a breach")
+    mo.add_argument("--model", required=True)
+    mo.add_argument(
+        "--current", default=None, help="predictions partition (default: the newest complete one)"
+    )
+    mo.add_argument(
+        "--reference", default=None, help="model input rows to compare with (default: the version's)"
+    )
+    mo.add_argument("--labels", default=None, help="labels file or folder keyed by the entity id")
+    mo.add_argument("--no-email", action="store_true", help="measure and report, send nothing")
+    mo.set_defaults(handler=_monitor)
+
+
+def _add_promote(sub: _Subcommands) -> None:
+    """The `mlops promote` subcommand: a version, or the challenger."""
+    pr = sub.add_parser("promote", help="point the production alias at a version (previous keeps the old)")
+    pr.add_argument("--model", required=True)
+    which = pr.add_mutually_exclusive_group(required=True)
+    which.add_argument("--version", help="the registry version to promote")
+    which.add_argument(
+        "--from", dest="source", choices=["challenger"], help="promote the version the challenger alias names"
+    )
+    pr.add_argument("--reason", default=None)
+    pr.set_defaults(handler=_promote)
+
+
+def _add_archive_challenger(sub: _Subcommands) -> None:
+    """The `mlops archive-challenger` subcommand."""
+    ar = sub.add_parser("archive-challenger", help="stop shadowing: park the challenger alias on production")
+    ar.add_argument("--model", required=True)
+    ar.add_argument("--reason", default=None)
+    ar.set_defaults(handler=_archive_challenger)
+
+
+def _add_answers(sub: _Subcommands) -> None:
+    """The `mlops approve` and `mlops reject` subcommands (one handler, _answer)."""
+    for verb in ("approve", "reject"):
+        an = sub.add_parser(verb, help=f"{verb} a run's waiting promotion (Airflow REST API, as yourself)")
+        an.add_argument("--model", required=True)
+        an.add_argument("--run", required=True, help="the Airflow run id (the UI's Run ID, e.g. manual__...)")
+        an.add_argument("--comment", default=None, help="recorded in the audit trail with your name")
+        an.add_argument("--dag", default=None, help="default <model>_training; <model>_registry for its runs")
+        an.set_defaults(handler=_answer)
+
+
+def _add_rollback(sub: _Subcommands) -> None:
+    """The `mlops rollback` subcommand."""
+    rb = sub.add_parser("rollback", help="move production back to the previous version")
+    rb.add_argument("--model", required=True)
+    rb.add_argument("--reason", default=None)
+    rb.set_defaults(handler=_rollback)
+
+
+def _add_sign(sub: _Subcommands) -> None:
+    """The `mlops sign` subcommand."""
+    sg = sub.add_parser(
+        "sign", help="check a version's signature, then re-sign it with MLOPS_MODEL_SIGNING_KEY (rotation)"
+    )
+    sg.add_argument("--model", required=True)
+    sg.add_argument("--version", required=True)
+    sg.add_argument("--check", action="store_true", help="only verify the signature, change nothing")
+    sg.set_defaults(handler=_sign)
+
+
+def _add_history(sub: _Subcommands) -> None:
+    """The `mlops history` subcommand."""
+    hi = sub.add_parser("history", help="print every recorded move of the production alias")
+    hi.add_argument("--model", required=True)
+    hi.set_defaults(handler=_history)
+
+
+def _add_admin(sub: _Subcommands) -> None:
+    """The MLflow admin's subcommands: `mlops registry-access` and `mlops webhook`."""
+    ra = sub.add_parser(
+        "registry-access",
+        help="as the MLflow admin: create the workers' and serving users and their grants (idempotent)",
+    )
+    ra.set_defaults(handler=_registry_access)
+
+    wh = sub.add_parser(
+        "webhook",
+        help="as the MLflow admin: register the alias webhook that makes serving reload (idempotent)",
+    )
+    wh.add_argument(
+        "--url",
+        required=True,
+        help="serving's internal endpoint, e.g. http://serving:8000/internal/registry-events",
+    )
+    wh.set_defaults(handler=_webhook)
 
 
 def known_errors(command: str) -> tuple[type[Exception], ...]:

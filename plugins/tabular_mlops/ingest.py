@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pandas as pd
@@ -30,12 +30,14 @@ import pyarrow.parquet as pq
 
 from tabular_mlops import settings, storage
 from tabular_mlops.config import ModelConfig, TableSpec
+from tabular_mlops.contract import rule_layers
 from tabular_mlops.csv_load import connect, load_csv, read_header, repeated_columns, scan_file
 from tabular_mlops.row_rules import ident, literal
 from tabular_mlops.validation import (
     LABEL_INDICATOR,
     ExpectationOutcome,
     duplicate_keys_outcome,
+    expectation_columns,
     fk_indicator,
     new_context,
     run_expectations,
@@ -44,6 +46,9 @@ from tabular_mlops.validation import (
 BATCH_ROWS = 2_000_000  # rows per GX batch: bounded memory, few enough batches to keep GX overhead low
 FK_EXAMPLES = 5
 Progress = Callable[[str], None]
+
+if TYPE_CHECKING:
+    from great_expectations.data_context import AbstractDataContext
 
 
 class SourceMismatch(storage.StorageError):
@@ -97,6 +102,7 @@ class IngestReport:
     report_dir: str | None = None
     tables: dict[str, TableReport] = field(default_factory=dict)
     expectations: list[ExpectationOutcome] = field(default_factory=list)
+    rules: list[dict[str, Any]] = field(default_factory=list)  # every rule and the layer enforcing it
 
     @property
     def failures(self) -> list[ExpectationOutcome]:
@@ -378,11 +384,18 @@ def _checked_view(
 
 
 def _batches(con: duckdb.DuckDBPyConnection, has_table: bool, columns: list[str]) -> Iterator[pd.DataFrame]:
-    """The `checked` view in batches of BATCH_ROWS rows; one empty frame for an empty or absent table."""
+    """The `checked` view's `columns` in batches of BATCH_ROWS rows; one empty frame for no rows.
+
+    With no column to read, the first one is read so that the batches still count the rows.
+    """
     if not has_table:
         yield pd.DataFrame(columns=columns)
         return
-    reader = con.sql("SELECT * FROM checked").to_arrow_reader(BATCH_ROWS)
+    selected = ", ".join(ident(c) for c in columns) or "*"
+    relation = con.sql(f"SELECT {selected} FROM checked")  # noqa: S608 - ident()-quoted column names
+    if not columns:
+        relation = relation.select(ident(relation.columns[0]))
+    reader = relation.to_arrow_reader(BATCH_ROWS)
     empty = True
     for batch in reader:
         empty = False
@@ -417,6 +430,7 @@ def _summary_markdown(report: IngestReport) -> str:
     disabled = [e for e in report.expectations if e.disabled]
     if disabled:
         lines += ["", "## Disabled by the config", *[f"- {e.describe()}" for e in disabled]]
+    lines += _layers_markdown(report)
     reasons = [(t.table, r, n) for t in report.tables.values() for r, n in t.quarantine_reasons.items()]
     if reasons:
         lines += ["", "## Rows set aside, by reason", *[f"- {t}: {r}: {n}" for t, r, n in reasons]]
@@ -425,10 +439,45 @@ def _summary_markdown(report: IngestReport) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _layers_markdown(report: IngestReport) -> list[str]:
+    """How many rules each layer enforces per table; validation.json lists every rule."""
+    layers = ("row_rules", "great_expectations", "duckdb")
+    counts: dict[str, dict[str, int]] = {}
+    for rule in report.rules:
+        per_table = counts.setdefault(rule["table"], dict.fromkeys(layers, 0))
+        per_table[rule["layer"]] += 1
+    lines = [
+        "",
+        "## Rules by the layer that enforces them",
+        "",
+        "Row rules quarantine a breaking row; Great Expectations judges the table's shape, label rate, "
+        "foreign keys and the `warn` rules that keep their rows; DuckDB checks key uniqueness. "
+        "Each rule is listed with its layer under `rules` in validation.json.",
+        "",
+        "| table | row rules | Great Expectations | DuckDB |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    lines += [
+        f"| {t} | {c['row_rules']} | {c['great_expectations']} | {c['duckdb']} |" for t, c in counts.items()
+    ]
+    return lines
+
+
 def _write_report(report: IngestReport, report_dir: Path) -> None:
     report_dir.mkdir(parents=True, exist_ok=True)
     (report_dir / "validation.json").write_text(json.dumps(report.to_dict(), indent=2, default=str))
     (report_dir / "summary.md").write_text(_summary_markdown(report))
+
+
+@dataclass(frozen=True)
+class _RunPaths:
+    """Where one ingest run stages, publishes, quarantines and reports."""
+
+    location: str
+    staging: Path
+    interim: Path
+    quarantine: Path
+    reports: Path
 
 
 def ingest_raw_tables(
@@ -439,103 +488,148 @@ def ingest_raw_tables(
 ) -> IngestReport:
     """Validate every raw table of a model and publish typed interim tables; raise IngestFailed on stop."""
     say = progress or (lambda _message: None)
+    started = time.monotonic()
+    report, paths = _start_run(config, source, run_id)
+    try:
+        _validate_tables(config, report, paths, say)
+        report.status = (
+            "failed" if report.failures else ("passed_with_warnings" if report.warnings else "passed")
+        )
+        if not report.failures:
+            _publish(config, report, paths)
+    finally:
+        if paths.staging.exists():
+            shutil.rmtree(paths.staging, ignore_errors=True)
+        report.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
+        report.duration_seconds = round(time.monotonic() - started, 3)
+        if report.status == "running":  # an exception escaped: the run did not finish
+            report.status = "failed"
+        _write_report(report, paths.reports)
+    if report.failures:
+        listed = "\n".join(f"  - {e.describe()}" for e in report.failures)
+        raise IngestFailed(
+            f"validation of {config.name} stopped the run ({len(report.failures)} failed expectation(s)); "
+            f"report: {paths.reports / 'summary.md'}\n{listed}"
+            f"{_missing_files_hint(config, paths.location, report)}",
+            report,
+        )
+    return report
+
+
+def _start_run(config: ModelConfig, source: str | None, run_id: str | None) -> tuple[IngestReport, _RunPaths]:
+    """The empty report of a new run and its folders; a private staging folder is created."""
     run = safe_run_id(run_id or default_run_id())
     location = settings.resolve_location(source or config.data.source)
-    started = time.monotonic()
+    interim = settings.data_dir() / "interim" / config.name / run
+    interim.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{run}.", dir=interim.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; the published folder is read by other users
+    paths = _RunPaths(
+        location=location,
+        staging=staging,
+        interim=interim,
+        quarantine=settings.data_dir() / "quarantine" / config.name / run,
+        reports=settings.reports_dir() / "validation" / config.name / run,
+    )
+    shutil.rmtree(paths.quarantine, ignore_errors=True)  # a re-run replaces, never appends
     report = IngestReport(
         model=config.name,
         run_id=run,
         source=location,
         started_at=datetime.now(UTC).isoformat(timespec="seconds"),
         max_quarantine_share=config.data.max_quarantine_share,
+        quarantine_dir=str(paths.quarantine),
+        report_dir=str(paths.reports),
+        rules=[asdict(rule) for rule in rule_layers(config)],
     )
-    interim_final = settings.data_dir() / "interim" / config.name / run
-    quarantine_dir = settings.data_dir() / "quarantine" / config.name / run
-    report_dir = settings.reports_dir() / "validation" / config.name / run
-    report.quarantine_dir, report.report_dir = str(quarantine_dir), str(report_dir)
-    interim_final.parent.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(quarantine_dir, ignore_errors=True)  # a re-run replaces, never appends
+    return report, paths
 
-    staging = Path(tempfile.mkdtemp(prefix=f".{run}.", dir=interim_final.parent))
-    staging.chmod(0o755)  # mkdtemp makes it private; the published folder is read by other users
+
+def _validate_tables(config: ModelConfig, report: IngestReport, paths: _RunPaths, say: Progress) -> None:
+    """Read every table through the row rules and its suites, parents before children."""
+    staged = stage_source(config, paths.location, paths.staging / "_raw", say)
+    single = is_single_file(paths.location)
+    context = new_context()
+    written: set[str] = set()
+    con = connect(paths.staging / "_duckdb_tmp")
     try:
-        staged = stage_source(config, location, staging / "_raw", say)
-        single = is_single_file(location)
-        context = new_context()
-        written: set[str] = set()
-        con = connect(staging / "_duckdb_tmp")
-        try:
-            for name in _table_order(config):
-                spec = config.data.tables[name]
-                path = staged[spec.file]
-                label = location if single else f"{location.rstrip('/')}/{spec.file}"
-                if path is None:
-                    table_report = TableReport(table=name, file=spec.file, found=False, source=location)
-                    report.tables[name] = table_report
-                    report.expectations += _table_level_outcomes(
-                        name, table_report, config.data.max_quarantine_share
-                    )
-                    say(f"{name}: {label} not found")
-                    continue
-                say(f"{name}: reading {label} with the row rules")
-                table_report = _ingest_table(name, spec, path, label, staging, quarantine_dir / f"{name}.csv")
-                report.tables[name] = table_report
-                read, aside = table_report.rows_read, table_report.rows_quarantined
-                say(f"{name}: {read:,} rows read, {aside:,} set aside")
-                report.expectations += _table_level_outcomes(
-                    name, table_report, config.data.max_quarantine_share
+        for name in _table_order(config):
+            spec = config.data.tables[name]
+            label = paths.location if single else f"{paths.location.rstrip('/')}/{spec.file}"
+            path = staged[spec.file]
+            if path is None:
+                report.tables[name] = TableReport(
+                    table=name, file=spec.file, found=False, source=paths.location
                 )
-                for empty in _empty_table_outcomes(name, table_report, spec):
-                    report.expectations.append(empty)
-                    say(f"{name}: {empty.describe()}")
-                has_table = (staging / f"{name}.parquet").exists()
-                fk_examples = _checked_view(con, name, spec, staging, written)
-                if has_table:
-                    written.add(name)
-                say(f"{name}: running {len(spec.columns)} column suites with Great Expectations")
-                present = [c for c in spec.columns if c not in table_report.missing_columns]
-                report.expectations += run_expectations(
-                    context, name, spec, _batches(con, has_table, present), fk_examples
-                )
-                keys = spec.primary_key
-                if keys and has_table and not set(keys) & set(table_report.missing_columns):
-                    report.expectations.append(duplicate_keys_outcome(con, "checked", name, keys))
-        finally:
-            con.close()
-        shutil.rmtree(staging / "_raw", ignore_errors=True)
-        shutil.rmtree(staging / "_duckdb_tmp", ignore_errors=True)
-        report.status = (
-            "failed" if report.failures else ("passed_with_warnings" if report.warnings else "passed")
-        )
-        if not report.failures:
-            manifest = {
-                "model": config.name,
-                "run_id": run,
-                "source": location,
-                "tables": {
-                    n: {"file": f"{n}.parquet", "rows": t.rows_written, "source_sha256": t.sha256}
-                    for n, t in report.tables.items()
-                },
-            }
-            (staging / "_manifest.json").write_text(json.dumps(manifest, indent=2))
-            storage.publish_folder(staging, interim_final)
-            report.interim_dir = str(interim_final)
+                report.expectations += _table_level_outcomes(name, report.tables[name], 1.0)
+                say(f"{name}: {label} not found")
+                continue
+            table_report = _read_table(name, spec, path, label, paths, say)
+            report.tables[name] = table_report
+            report.expectations += _table_level_outcomes(name, table_report, config.data.max_quarantine_share)
+            for empty in _empty_table_outcomes(name, table_report, spec):
+                report.expectations.append(empty)
+                say(f"{name}: {empty.describe()}")
+            report.expectations += _run_suites(
+                con, context, name, spec, table_report, paths.staging, written, say
+            )
     finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-        report.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
-        report.duration_seconds = round(time.monotonic() - started, 3)
-        if report.status == "running":  # an exception escaped: the run did not finish
-            report.status = "failed"
-        _write_report(report, report_dir)
-    if report.failures:
-        listed = "\n".join(f"  - {e.describe()}" for e in report.failures)
-        raise IngestFailed(
-            f"validation of {config.name} stopped the run ({len(report.failures)} failed expectation(s)); "
-            f"report: {report_dir / 'summary.md'}\n{listed}{_missing_files_hint(config, location, report)}",
-            report,
-        )
-    return report
+        con.close()
+    shutil.rmtree(paths.staging / "_raw", ignore_errors=True)
+    shutil.rmtree(paths.staging / "_duckdb_tmp", ignore_errors=True)
+
+
+def _read_table(
+    name: str, spec: TableSpec, path: Path, label: str, paths: _RunPaths, say: Progress
+) -> TableReport:
+    """One table through the row rules, with a progress line before and after."""
+    say(f"{name}: reading {label} with the row rules")
+    table_report = _ingest_table(name, spec, path, label, paths.staging, paths.quarantine / f"{name}.csv")
+    say(f"{name}: {table_report.rows_read:,} rows read, {table_report.rows_quarantined:,} set aside")
+    return table_report
+
+
+def _run_suites(
+    con: duckdb.DuckDBPyConnection,
+    context: AbstractDataContext,
+    name: str,
+    spec: TableSpec,
+    table_report: TableReport,
+    staging: Path,
+    written: set[str],
+    say: Progress,
+) -> list[ExpectationOutcome]:
+    """The GX suites of one typed table and its key-uniqueness check; `written` gains the table."""
+    has_table = (staging / f"{name}.parquet").exists()
+    fk_examples = _checked_view(con, name, spec, staging, written)
+    if has_table:
+        written.add(name)
+    present = {c for c in spec.columns if c not in table_report.missing_columns}
+    columns = expectation_columns(spec, present)
+    say(
+        f"{name}: Great Expectations on the presence of {len(spec.columns)} columns, values of {len(columns)}"
+    )
+    outcomes = run_expectations(context, name, spec, present, _batches(con, has_table, columns), fk_examples)
+    keys = spec.primary_key
+    if keys and has_table and not set(keys) & set(table_report.missing_columns):
+        outcomes.append(duplicate_keys_outcome(con, "checked", name, keys))
+    return outcomes
+
+
+def _publish(config: ModelConfig, report: IngestReport, paths: _RunPaths) -> None:
+    """Write the manifest and move the staged tables to the run's interim folder in one step."""
+    manifest = {
+        "model": config.name,
+        "run_id": report.run_id,
+        "source": paths.location,
+        "tables": {
+            n: {"file": f"{n}.parquet", "rows": t.rows_written, "source_sha256": t.sha256}
+            for n, t in report.tables.items()
+        },
+    }
+    (paths.staging / "_manifest.json").write_text(json.dumps(manifest, indent=2))
+    storage.publish_folder(paths.staging, paths.interim)
+    report.interim_dir = str(paths.interim)
 
 
 def run_data_ingest(model: str, source: str | None, run_id: str) -> str:

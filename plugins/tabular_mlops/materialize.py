@@ -220,6 +220,22 @@ class _Writer:
         old = self.client.eval(_SWAP, 1, f"{self.prefix}:current", generation, self.prefix)
         return None if old is None else old.decode()
 
+    def begin(self, upsert: bool) -> tuple[str | None, str]:
+        """(the live generation, the one to write): the live one for an upsert, else a new one.
+
+        Generations neither of them, left by a killed writer, are swept first.
+        """
+        current = self.current()
+        generation = current if upsert and current is not None else online_store.new_generation()
+        self.sweep({g for g in (current, generation) if g})
+        return current, generation
+
+    def finish(self, current: str | None, generation: str, fields: dict[str, Any]) -> None:
+        """Write the generation's metadata and make it live if it is not already."""
+        self.write_meta(generation, fields)
+        if generation != current:
+            self.swap(generation)
+
 
 def history_tables(config: ModelConfig, history: HistorySql) -> list[str]:
     """The data tables the history SQL reads."""
@@ -262,26 +278,15 @@ def materialize_tables(
     ):
         relation = _history_relation(con, config, history, tables)
         columns = [c for c in relation.columns if c != key]
-        current = writer.current()
+        current, generation = writer.begin(upsert=upsert_entities is not None)
+        # An upsert with no live generation yet writes a full one.
         upsert = upsert_entities is not None and current is not None
-        generation = current if upsert and current is not None else online_store.new_generation()
-        writer.sweep({g for g in (current, generation) if g})
         batches = _batches(relation, key, columns, 50_000)
-        if upsert:
-            batches = _newer_only(client, f"{prefix}:rows:{generation}", batches, moment.timestamp())
-        written = writer.write_rows(generation, batches, moment.timestamp())
-        removed = 0
-        if upsert:
-            removed = _remove_without_history(
-                client,
-                f"{prefix}:rows:{generation}",
-                set(upsert_entities or ()) - written,
-                moment.timestamp(),
-            )
+        removed = _write_rows(
+            writer, generation, batches, moment.timestamp(), upsert_entities if upsert else None
+        )
         entities = int(client.hlen(f"{prefix}:rows:{generation}"))
-        writer.write_meta(generation, _meta_fields(config, history, columns, source, moment, entities))
-        if generation != current:
-            writer.swap(generation)
+        writer.finish(current, generation, _meta_fields(config, history, columns, source, moment, entities))
     return Materialized(
         model=config.name,
         namespace=prefix,
@@ -296,6 +301,26 @@ def materialize_tables(
         as_of=moment.isoformat(timespec="seconds"),
         seconds=round(time.perf_counter() - started, 2),
     )
+
+
+def _write_rows(
+    writer: _Writer,
+    generation: str,
+    batches: Iterable[tuple[list[str], np.ndarray]],
+    as_of: float,
+    upsert_entities: Iterable[str] | None,
+) -> int:
+    """Write the rows into `generation`; return how many entities were removed.
+
+    An upsert (`upsert_entities`: the partition's keys) skips entities the store holds as of a
+    later time and removes the partition's entities that no longer have history.
+    """
+    if upsert_entities is None:
+        writer.write_rows(generation, batches, as_of)
+        return 0
+    rows_key = f"{writer.prefix}:rows:{generation}"
+    written = writer.write_rows(generation, _newer_only(writer.client, rows_key, batches, as_of), as_of)
+    return _remove_without_history(writer.client, rows_key, set(upsert_entities) - written, as_of)
 
 
 def _meta_fields(

@@ -134,13 +134,20 @@ def _project(state: LocalState, config: ModelConfig) -> ProjectModel:
 
 def _panels(config: ModelConfig, project_id: uuid.UUID) -> list[DashboardPanelPlot]:
     """The dashboard, top to bottom; each panel's id is derived, so redefining it replaces it."""
+    panels = {**_verdict_panels(config), **_trend_panels(config)}
+    for key, panel in panels.items():
+        panel.id = _derived_id(str(project_id), "panel", key)
+    return list(panels.values())
+
+
+def _verdict_panels(config: ModelConfig) -> dict[str, DashboardPanelPlot]:
+    """The dashboard's top, by key: what a point is and when it breaches, breaches and alerts counted."""
     from evidently.sdk.models import PanelMetric
-    from evidently.sdk.panels import bar_plot_panel, counter_panel, line_plot_panel, text_panel
+    from evidently.sdk.panels import counter_panel, text_panel
 
     spec = config.monitoring
-    auc_floor = f"; a breach below {spec.min_auc:.2f}" if spec.min_auc is not None else ""
     verdict = metric_type(VERDICT_CLASS)
-    panels = {
+    return {
         "intro": text_panel(
             f"{config.name}: one point per scored day",
             "Each point is one day of predictions, judged the morning after it was scored. A day "
@@ -163,6 +170,17 @@ def _panels(config: ModelConfig, project_id: uuid.UUID) -> list[DashboardPanelPl
             size="half",
             aggregation="sum",
         ),
+    }
+
+
+def _trend_panels(config: ModelConfig) -> dict[str, DashboardPanelPlot]:
+    """The dashboard's trends, by key: drift, prediction drift, ROC AUC and rows per day."""
+    from evidently.sdk.models import PanelMetric
+    from evidently.sdk.panels import bar_plot_panel, line_plot_panel
+
+    spec = config.monitoring
+    auc_floor = f"; a breach below {spec.min_auc:.2f}" if spec.min_auc is not None else ""
+    return {
         "drift": line_plot_panel(
             "Drifted features, weighted by importance",
             [PanelMetric(legend="weighted drift share", metric=metric_type("WeightedDriftShare"))],
@@ -192,9 +210,6 @@ def _panels(config: ModelConfig, project_id: uuid.UUID) -> list[DashboardPanelPl
             "A sudden drop usually means an upstream extract was late or partial.",
         ),
     }
-    for key, panel in panels.items():
-        panel.id = _derived_id(str(project_id), "panel", key)
-    return list(panels.values())
 
 
 def _define_dashboard(state: LocalState, project_id: uuid.UUID, config: ModelConfig) -> None:
@@ -421,6 +436,44 @@ def history(config: ModelConfig, last: int = 30) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
+def _plot_drift(axis: Any, frame: pd.DataFrame, config: ModelConfig) -> None:
+    """Weighted drift share and prediction PSI per day, with their breach thresholds."""
+    spec, days = config.monitoring, frame["day"]
+    axis.plot(days, frame["weighted_drift_share"], "o-", ms=3, lw=1.4, color="C0", label="drift share")
+    axis.plot(days, frame["prediction_psi"], "s-", ms=3, lw=1.4, color="C1", label="prediction PSI")
+    axis.axhline(spec.drift_share_threshold, color="C0", ls="--", lw=0.9)
+    axis.axhline(spec.prediction_psi_threshold, color="C1", ls=":", lw=1.1)
+    axis.set_title("Drift (dashed: breach thresholds)", fontsize=9)
+    axis.set_ylim(bottom=0)
+
+
+def _plot_auc(axis: Any, frame: pd.DataFrame, config: ModelConfig) -> None:
+    """Estimated ROC AUC per day, the realised one on labelled days, and the AUC floor."""
+    spec = config.monitoring
+    axis.plot(frame["day"], frame["estimated_auc"], "o-", ms=3, lw=1.4, color="C2", label="estimated AUC")
+    realised = frame.dropna(subset=["realised_auc"])
+    axis.plot(realised["day"], realised["realised_auc"], "D-", ms=4, lw=1.2, color="C4", label="realised AUC")
+    if spec.min_auc is not None:
+        axis.axhline(spec.min_auc, color="C3", ls="--", lw=0.9, label=f"floor {spec.min_auc:.2f}")
+    axis.set_title("ROC AUC", fontsize=9)
+
+
+def _mark_days(axis: Any, frame: pd.DataFrame) -> None:
+    """Shade breached days, mark alert days in red, and lay out the date axis."""
+    from matplotlib.dates import AutoDateLocator, DateFormatter
+
+    days, half_day = frame["day"], timedelta(hours=12)
+    for day in days[frame["breach"]]:
+        axis.axvspan(day - half_day, day + half_day, color="C3", alpha=0.12, lw=0)
+    for day in days[frame["alert_sent"]]:
+        axis.axvline(day, color="C3", lw=1.2)
+    axis.xaxis.set_major_locator(AutoDateLocator(minticks=3, maxticks=6))
+    axis.xaxis.set_major_formatter(DateFormatter("%d %b"))
+    axis.tick_params(labelsize=8)
+    axis.grid(alpha=0.3, lw=0.5)
+    axis.set_xlim(days.iloc[0] - half_day, days.iloc[-1] + half_day)
+
+
 def trend_png(config: ModelConfig, out: Path, last: int = 30) -> Path:
     """Draw the last `last` windows as a 700x350 PNG at `out` (for the alert email); returns `out`.
 
@@ -428,12 +481,10 @@ def trend_png(config: ModelConfig, out: Path, last: int = 30) -> Path:
     realised ROC AUC with the AUC floor. Breached days are shaded, alert days marked in red.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.dates import AutoDateLocator, DateFormatter
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
     frame = history(config, last)
-    spec = config.monitoring
     fig = Figure(figsize=(7, 3.5), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -449,32 +500,10 @@ def trend_png(config: ModelConfig, out: Path, last: int = 30) -> Path:
         fontweight="bold",
     )
     drift, auc = fig.subplots(1, 2)
-    days = frame["day"]
-    drift.plot(days, frame["weighted_drift_share"], "o-", ms=3, lw=1.4, color="C0", label="drift share")
-    drift.plot(days, frame["prediction_psi"], "s-", ms=3, lw=1.4, color="C1", label="prediction PSI")
-    drift.axhline(spec.drift_share_threshold, color="C0", ls="--", lw=0.9)
-    drift.axhline(spec.prediction_psi_threshold, color="C1", ls=":", lw=1.1)
-    drift.set_title("Drift (dashed: breach thresholds)", fontsize=9)
-    drift.set_ylim(bottom=0)
-
-    auc.plot(days, frame["estimated_auc"], "o-", ms=3, lw=1.4, color="C2", label="estimated AUC")
-    realised = frame.dropna(subset=["realised_auc"])
-    auc.plot(realised["day"], realised["realised_auc"], "D-", ms=4, lw=1.2, color="C4", label="realised AUC")
-    if spec.min_auc is not None:
-        auc.axhline(spec.min_auc, color="C3", ls="--", lw=0.9, label=f"floor {spec.min_auc:.2f}")
-    auc.set_title("ROC AUC", fontsize=9)
-
-    half_day = timedelta(hours=12)
+    _plot_drift(drift, frame, config)
+    _plot_auc(auc, frame, config)
     for axis in (drift, auc):
-        for day in days[frame["breach"]]:
-            axis.axvspan(day - half_day, day + half_day, color="C3", alpha=0.12, lw=0)
-        for day in days[frame["alert_sent"]]:
-            axis.axvline(day, color="C3", lw=1.2)
-        axis.xaxis.set_major_locator(AutoDateLocator(minticks=3, maxticks=6))
-        axis.xaxis.set_major_formatter(DateFormatter("%d %b"))
-        axis.tick_params(labelsize=8)
-        axis.grid(alpha=0.3, lw=0.5)
-        axis.set_xlim(first - half_day, final + half_day)
+        _mark_days(axis, frame)
     marks = [
         Line2D([], [], color="C3", lw=1.2, label="alert sent"),
         Line2D([], [], color="C3", alpha=0.25, lw=6, label="breach"),

@@ -80,8 +80,6 @@ def evaluate_candidate(config: ModelConfig, run_id: str, version: str | None) ->
 
     `version` None is a dry run's candidate, scored from the model its run logged.
     """
-    import mlflow
-
     from tabular_mlops.evaluation import evaluate
     from tabular_mlops.explain import explain_rows
     from tabular_mlops.modeling import train_threads
@@ -110,13 +108,7 @@ def evaluate_candidate(config: ModelConfig, run_id: str, version: str | None) ->
         f"{config.name} {_label(version)}",
         explanation,
     )
-    scores = pd.DataFrame({LABEL: y, "candidate": candidate})
-    if production is not None:
-        scores["production"] = production
-    for column in config.gate.slices:
-        if column in rows.columns:
-            scores[f"{SLICE_PREFIX}{column}"] = rows[column].to_numpy()
-    scores.to_parquet(work / SCORES, index=False)
+    _keep_scores(config, work, rows, y, candidate, production)
     summary = {
         "model": config.name,
         "run_id": run_id,
@@ -130,12 +122,39 @@ def evaluate_candidate(config: ModelConfig, run_id: str, version: str | None) ->
         "drivers_rows": len(explanation.contributions),
     }
     (work / EVALUATION).write_text(json.dumps(summary, indent=2, default=str))
+    _log_evaluation(run_id, result.metrics, production_metrics, out)
+    return summary
+
+
+def _keep_scores(
+    config: ModelConfig,
+    work: Path,
+    rows: pd.DataFrame,
+    y: np.ndarray,
+    candidate: np.ndarray,
+    production: np.ndarray | None,
+) -> None:
+    """Write the test rows' labels, both versions' scores and the gate's slice columns for the gate."""
+    scores = pd.DataFrame({LABEL: y, "candidate": candidate})
+    if production is not None:
+        scores["production"] = production
+    for column in config.gate.slices:
+        if column in rows.columns:
+            scores[f"{SLICE_PREFIX}{column}"] = rows[column].to_numpy()
+    scores.to_parquet(work / SCORES, index=False)
+
+
+def _log_evaluation(
+    run_id: str, metrics: dict[str, float], production_metrics: dict[str, float], out: Path
+) -> None:
+    """Log the test metrics (production's beside them) and the report folder on the training run."""
+    import mlflow
+
     with mlflow.start_run(run_id=run_id):
-        mlflow.log_metrics({f"test_{k}": v for k, v in result.metrics.items()})
+        mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()})
         if production_metrics:
             mlflow.log_metrics({f"production_test_{k}": v for k, v in production_metrics.items()})
         mlflow.log_artifacts(str(out), artifact_path="evaluation")
-    return summary
 
 
 def gate_candidate(

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from tabular_mlops.config import ColumnSpec, TableSpec
+from tabular_mlops.contract import Check, allowed_values, column_checks
 
 # What Python's str.strip() removes in practice; DuckDB's trim() alone only removes spaces.
 WHITESPACE = " \t\r\n\x0b\x0c"
@@ -61,14 +63,13 @@ class ColumnRules:
 
 
 def _column_rules(i: int, name: str, spec: ColumnSpec) -> ColumnRules:
+    """The staged SQL of one column and one rule per check its contract implies."""
     raw, s, n, p = ident(name), ident(f"__s{i}"), ident(f"__n{i}"), ident(f"__p{i}")
     rules: list[Rule] = []
     if spec.nullable:
         whitespace_only = f"({raw} IS NOT NULL AND {raw} <> '' AND NOT {p})"
         rules.append(Rule(name, "blank_to_null", whitespace_only, quote_value=False))
-    else:
-        rules.append(Rule(f"{name}: missing required value", "error", f"NOT {p}", quote_value=False))
-    number = None
+    number, typed, valid, compare, bad = None, f"CASE WHEN {p} THEN {s} END", p, s, "false"
     if spec.is_numeric:
         # Underscores are digit separators to DuckDB (1_000) but not to people or to pandas.
         number = f"CASE WHEN contains({s}, '_') THEN NULL ELSE TRY_CAST({s} AS DOUBLE) END"
@@ -76,37 +77,49 @@ def _column_rules(i: int, name: str, spec: ColumnSpec) -> ColumnRules:
         if spec.type == "int":
             # TRY_CAST('12.5' AS BIGINT) rounds, so integers are parsed as doubles and checked whole.
             bad += f" OR floor({n}) <> {n}"
-        not_number = f"({p} AND ({bad}))"
         valid = f"({p} AND NOT ({bad}))"
-        kind = "an integer" if spec.type == "int" else "a number"
-        cast = "BIGINT" if spec.type == "int" else "DOUBLE"
-        typed = f"CASE WHEN {valid} THEN CAST({n} AS {cast}) END"
-        rules.append(Rule(f"{name}: not {kind}", "error", not_number, quote_value=True))
-        # Range and set checks judge only values that parsed; a non-number already has its reason.
-        if spec.min is not None:
-            cond = f"coalesce({valid} AND {n} < {literal(spec.min)}, false)"
-            rules.append(Rule(f"{name}: below minimum {spec.min:g}", spec.severity, cond, True))
-        if spec.max is not None:
-            cond = f"coalesce({valid} AND {n} > {literal(spec.max)}, false)"
-            rules.append(Rule(f"{name}: above maximum {spec.max:g}", spec.severity, cond, True))
-        to_value = int if spec.type == "int" else float
+        typed = f"CASE WHEN {valid} THEN CAST({n} AS {'BIGINT' if spec.type == 'int' else 'DOUBLE'}) END"
         compare = f"CASE WHEN {valid} THEN {n} END"
-        allowed = [literal(to_value(v)) for v in spec.values or []]
-    else:
-        typed = f"CASE WHEN {p} THEN {s} END"
-        compare, allowed = s, [literal(str(v)) for v in spec.values or []]
-    if spec.values is not None:
-        allowed_sql = ", ".join(allowed) if allowed else "NULL"
-        cond = f"coalesce({p} AND ({compare}) NOT IN ({allowed_sql}), false)"
-        rules.append(Rule(f"{name}: not in the allowed set", spec.severity, cond, True))
-    if spec.pattern is not None:
-        cond = f"coalesce({p} AND NOT regexp_full_match({s}, {literal(spec.pattern)}), false)"
-        rules.append(Rule(f"{name}: does not match {spec.pattern}", spec.severity, cond, True))
+    for check in column_checks(spec):
+        condition = _check_sql(check, spec, _Staged(p, s, n, valid, compare, bad))
+        quote = check.kind != "required"
+        rules.append(Rule(f"{name}: {check.problem}", check.severity, condition, quote_value=quote))
     # trim() with a character set is slow (3-4x a plain copy); most values have nothing to trim,
     # so it only runs where the first or last character is a space or a control character.
     edge = f"ascii({raw}) <= 32 OR ascii(reverse({raw})) <= 32"
     text = f"CASE WHEN {edge} THEN trim({raw}, {literal(WHITESPACE)}) ELSE {raw} END"
     return ColumnRules(name, text, number, typed, rules)
+
+
+class _Staged(NamedTuple):
+    """SQL of one column's staged values that its checks refer to."""
+
+    present: str  # the trimmed text is non-empty
+    text: str  # the trimmed text
+    number: str  # the parsed number (numeric columns)
+    valid: str  # present and of its type
+    compare: str  # the value the allowed set is compared with
+    bad: str  # present text that is not of its type
+
+
+def _check_sql(check: Check, spec: ColumnSpec, staged: _Staged) -> str:
+    """SQL true where a row breaks one check (over the staged columns).
+
+    Range and set checks judge only values that parsed; a non-number already has its reason.
+    """
+    p, s, n, valid = staged.present, staged.text, staged.number, staged.valid
+    if check.kind == "required":
+        return f"NOT {p}"
+    if check.kind == "type":
+        return f"({p} AND ({staged.bad}))"
+    if check.kind == "min":
+        return f"coalesce({valid} AND {n} < {literal(spec.min)}, false)"  # type: ignore[arg-type]
+    if check.kind == "max":
+        return f"coalesce({valid} AND {n} > {literal(spec.max)}, false)"  # type: ignore[arg-type]
+    if check.kind == "values":
+        allowed = ", ".join(literal(v) for v in allowed_values(spec)) or "NULL"
+        return f"coalesce({p} AND ({staged.compare}) NOT IN ({allowed}), false)"
+    return f"coalesce({p} AND NOT regexp_full_match({s}, {literal(spec.pattern or '')}), false)"
 
 
 def quote_value(text: str | None) -> str:

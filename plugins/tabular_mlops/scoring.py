@@ -40,6 +40,7 @@ from typing import Any
 
 from tabular_mlops import faults, registry, settings, signing, storage, tracking
 from tabular_mlops.config import ModelConfig, TableSpec
+from tabular_mlops.contract import acceptance_spec
 from tabular_mlops.csv_load import (
     LoadOutcome,
     load_csv,
@@ -226,23 +227,6 @@ def _pin_challenger(name: str, champion: str) -> tuple[str | None, str | None]:
     return version, None
 
 
-def scoring_spec(spec: TableSpec) -> TableSpec:
-    """A table's row rules as scoring applies them.
-
-    A row is rejected only when it cannot be scored: a required value missing or a value that is
-    not its type. An unseen category, a value out of the training range or an odd pattern is
-    counted as a warning and scored: the model's encoder maps unseen categories to all zeros.
-    The label is not expected.
-    """
-    label = spec.label.column if spec.label is not None else None
-    columns = {
-        name: column.model_copy(update={"severity": "warn"})
-        for name, column in spec.columns.items()
-        if name != label
-    }
-    return spec.model_copy(update={"columns": columns, "label": None, "foreign_keys": []})
-
-
 def tables_to_read(config: ModelConfig) -> list[str]:
     """The tables a scoring partition must hold: the entity table, plus history for feature rows."""
     entity = config.scoring_entity_table
@@ -327,7 +311,7 @@ def _load_table(
 ) -> tuple[TableInput, Path, Path]:
     """Row rules over one downloaded input file; returns its record, typed parquet and rejects CSV."""
     typed, rejects = work / f"{table}.parquet", work / f"{table}.rejects.csv"
-    relaxed = scoring_spec(spec)
+    relaxed = acceptance_spec(spec)
     header = parquet_columns(local) if local.suffix == ".parquet" else read_header(local)
     repeated = repeated_columns(header)
     if repeated:
@@ -439,6 +423,60 @@ def _input_tables(config: ModelConfig, input_location: str) -> tuple[str, dict[s
     return input_location, find_tables(config, input_location, files, tables)
 
 
+def _check_rejected_share(
+    config: ModelConfig, input_location: str, staging: str, inputs: list[TableInput]
+) -> None:
+    """ScoringError when any table lost more than `scoring.max_rejected_share` of its rows to rejects."""
+    too_many = [
+        f"{r.table}: {r.outcome.rows_quarantined:,} of {r.outcome.rows_read:,} rows rejected"
+        for r in inputs
+        if r.outcome.rows_read
+        and r.outcome.rows_quarantined / r.outcome.rows_read > config.scoring.max_rejected_share
+    ]
+    if too_many:
+        raise ScoringError(
+            f"{input_location}: more than {config.scoring.max_rejected_share:.2%} of rows rejected "
+            f"({'; '.join(too_many)}); rejects with reasons: {storage.join(staging, REJECTS)}"
+        )
+
+
+def _rows_to_score(
+    config: ModelConfig,
+    pinned: PinnedModel,
+    entity: TableInput,
+    typed: dict[str, Path],
+    work: Path,
+    say: Progress,
+    model: Any,
+) -> Path:
+    """The model's input rows: the entity table's typed rows, or the feature rows the pinned version's
+    SQL builds from all tables (ScoringError when those are not one per kept entity row)."""
+    rows = typed[config.scoring_entity_table]
+    if config.features.model_input != "features":
+        return rows
+    kept = entity.outcome.rows_written
+    rows = work / "feature_rows.parquet"
+    model = model if model is not None else load_pinned(pinned)
+    built = _build_feature_rows(config, pinned, typed, rows, say, model)
+    if built != kept:
+        raise ScoringError(
+            f"{config.name}: the feature SQL made {built:,} rows from {kept:,} entity rows; "
+            f"duplicate {config.features.entity_key} values in {entity.file}?"
+        )
+    return rows
+
+
+def _stage_chunks(config: ModelConfig, rows: Path, staging: str, work: Path) -> list[dict[str, Any]]:
+    """Split the rows to score into chunk files under `<staging>/input/`; each one's index, URI, rows."""
+    chunks = _write_chunks(rows, config.scoring.chunk_rows, work / "chunks")
+    staged = []
+    for index, (path, count) in enumerate(chunks):
+        uri = storage.join(staging, "input", path.name)
+        storage.upload(path, uri, config.data.aws_conn_id)
+        staged.append({"index": index, "uri": uri, "rows": count})
+    return staged
+
+
 def prepare(
     config: ModelConfig,
     pinned: PinnedModel,
@@ -461,35 +499,13 @@ def prepare(
     try:
         inputs, typed = load_tables(config, location, found, work, say)
         storage.upload(work / REJECTS, storage.join(staging, REJECTS), conn)
-        too_many = [
-            f"{r.table}: {r.outcome.rows_quarantined:,} of {r.outcome.rows_read:,} rows rejected"
-            for r in inputs
-            if r.outcome.rows_read
-            and r.outcome.rows_quarantined / r.outcome.rows_read > config.scoring.max_rejected_share
-        ]
-        if too_many:
-            raise ScoringError(
-                f"{input_location}: more than {config.scoring.max_rejected_share:.2%} of rows rejected "
-                f"({'; '.join(too_many)}); rejects with reasons: {storage.join(staging, REJECTS)}"
-            )
+        _check_rejected_share(config, input_location, staging, inputs)
         entity = next(r for r in inputs if r.table == config.scoring_entity_table)
         kept = entity.outcome.rows_written
-        rows = typed[config.scoring_entity_table]
-        if config.features.model_input == "features" and kept:
-            rows = work / "feature_rows.parquet"
-            model = model if model is not None else load_pinned(pinned)
-            built = _build_feature_rows(config, pinned, typed, rows, say, model)
-            if built != kept:
-                raise ScoringError(
-                    f"{config.name}: the feature SQL made {built:,} rows from {kept:,} entity rows; "
-                    f"duplicate {config.features.entity_key} values in {entity.file}?"
-                )
-        chunks = _write_chunks(rows, config.scoring.chunk_rows, work / "chunks") if kept else []
-        staged = []
-        for index, (path, count) in enumerate(chunks):
-            uri = storage.join(staging, "input", path.name)
-            storage.upload(path, uri, conn)
-            staged.append({"index": index, "uri": uri, "rows": count})
+        staged: list[dict[str, Any]] = []
+        if kept:  # no rows left to score: no chunks, and no feature SQL to run
+            rows = _rows_to_score(config, pinned, entity, typed, work, say, model)
+            staged = _stage_chunks(config, rows, staging, work)
         prepared = {
             "input": input_location,
             "tables": [r.to_dict() for r in inputs],
@@ -626,6 +642,79 @@ def _reason_writer(config: ModelConfig, model: Any) -> Callable[[Any], dict[str,
     return reasons
 
 
+class _Predictions:
+    """A run's prediction rows for batches of model input rows: scores, decision and run columns."""
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        pinned: PinnedModel,
+        model: Any,
+        threshold: float,
+        run_id: str,
+        scored_at: str,
+    ) -> None:
+        import pandas as pd
+
+        self.key, self.pinned, self.model = config.features.entity_key, pinned, model
+        self.threshold, self.run_id, self.stamp = threshold, run_id, pd.Timestamp(scored_at)
+        self.explain = _reason_writer(config, model)
+
+    def of(self, frame: Any) -> tuple[Any, Any, Any]:
+        """(prediction rows, probabilities, 0/1 decisions) of one batch."""
+        import pandas as pd
+
+        from tabular_mlops.training import signature_frame
+
+        probability = self.model.predict(signature_frame(frame))["probability"].to_numpy(dtype="float64")
+        prediction = (probability >= self.threshold).astype("int8")
+        scored = pd.DataFrame(
+            {
+                self.key: frame[self.key].to_numpy(),
+                "probability": probability,
+                "prediction": prediction,
+                "threshold": self.threshold,
+                "model_name": self.pinned.registered_name,
+                "model_version": self.pinned.version,
+                "scored_at": self.stamp,
+                "run_id": self.run_id,
+            }
+        )
+        if self.explain is not None:
+            scored = scored.assign(**self.explain(frame))
+        return scored, probability, prediction
+
+
+class _ScoredPart:
+    """One chunk's prediction rows streamed into one parquet file, with the chunk's counts."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.writer: Any = None  # opened by the first batch
+        self.rows = self.positives = 0
+        self.probability_sum = 0.0
+
+    def write(self, scored: Any, probability: Any, prediction: Any) -> None:
+        """Append one batch's rows and count them."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pandas(scored, preserve_index=False)
+        if self.writer is None:  # the first batch's schema is the file's
+            self.writer = pq.ParquetWriter(self.out, table.schema)
+        self.writer.write_table(table)
+        self.rows += len(scored)
+        self.positives += int(prediction.sum())
+        self.probability_sum += float(probability.sum())
+
+    def close(self) -> bool:
+        """Finish the file; False when no batch came, so there is no file to stage."""
+        if self.writer is None:
+            return False
+        self.writer.close()
+        return True
+
+
 def score_chunk(
     config: ModelConfig,
     pinned: PinnedModel,
@@ -643,11 +732,7 @@ def score_chunk(
     `<staging>/challenger/part-N.parquet`; a failure there is reported under `challenger` in the
     counts and leaves the champion's part as it would be without one.
     """
-    import pandas as pd
-    import pyarrow as pa
     import pyarrow.parquet as pq
-
-    from tabular_mlops.training import signature_frame
 
     conn = config.data.aws_conn_id
     model = model if model is not None else load_pinned(pinned)
@@ -656,51 +741,24 @@ def score_chunk(
         pinned,
         *((challenger, None) if challenger is not None else load_challenger(config, pinned, model)),
     )
-    key = config.features.entity_key
-    explain = _reason_writer(config, model)
+    predictions = _Predictions(config, pinned, model, threshold, run_id, scored_at)
     work = Path(tempfile.mkdtemp(prefix="mlops-score-"))
     try:
         local = storage.download(chunk["uri"], work / "chunk.parquet", conn)
-        out = work / f"part-{int(chunk['index']):05d}.parquet"
-        writer: Any = None
-        rows = positives = 0
-        probability_sum = 0.0
-        stamp = pd.Timestamp(scored_at)
+        part = _ScoredPart(work / f"part-{int(chunk['index']):05d}.parquet")
         for batch in pq.ParquetFile(local).iter_batches(batch_size=config.scoring.batch_rows):
             frame = batch.to_pandas()
             shadow.score(frame)
-            probability = model.predict(signature_frame(frame))["probability"].to_numpy(dtype="float64")
-            prediction = (probability >= threshold).astype("int8")
-            scored = pd.DataFrame(
-                {
-                    key: frame[key].to_numpy(),
-                    "probability": probability,
-                    "prediction": prediction,
-                    "threshold": threshold,
-                    "model_name": pinned.registered_name,
-                    "model_version": pinned.version,
-                    "scored_at": stamp,
-                    "run_id": run_id,
-                }
-            )
-            if explain is not None:
-                scored = scored.assign(**explain(frame))
-            table = pa.Table.from_pandas(scored, preserve_index=False)
-            if writer is None:
-                writer = pq.ParquetWriter(out, table.schema)
-            writer.write_table(table)
-            rows += len(scored)
-            positives += int(prediction.sum())
-            probability_sum += float(probability.sum())
-        if writer is not None:
-            writer.close()
-            storage.upload(out, storage.join(staging, "scored", out.name), conn)
+            scored, probability, prediction = predictions.of(frame)
+            part.write(scored, probability, prediction)
+        if part.close():
+            storage.upload(part.out, storage.join(staging, "scored", part.out.name), conn)
         return {
             "index": chunk["index"],
-            "rows": rows,
-            "positives": positives,
-            "probability_sum": probability_sum,
-            "challenger": shadow.finish(staging, out.name, work, int(chunk["index"])),
+            "rows": part.rows,
+            "positives": part.positives,
+            "probability_sum": part.probability_sum,
+            "challenger": shadow.finish(staging, part.out.name, work, int(chunk["index"])),
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -840,6 +898,78 @@ def _write_predictions(
         pq.write_table(_empty_predictions(config).empty_table(), folder / PREDICTIONS)
 
 
+def _scored_rows(output: str, prepared: dict[str, Any], parts: list[dict[str, Any]]) -> int:
+    """The rows the chunks scored; ScoringError when they are not the rows prepare staged."""
+    rows = sum(int(s["rows"]) for s in parts)
+    if rows != prepared["rows_to_score"]:
+        raise ScoringError(
+            f"{output}: {rows:,} rows scored, {prepared['rows_to_score']:,} staged; not publishing"
+        )
+    return rows
+
+
+def _write_partition_files(
+    config: ModelConfig,
+    pinned: PinnedModel,
+    staging: str,
+    parts: list[dict[str, Any]],
+    folder: Path,
+    work: Path,
+) -> dict[str, Any] | None:
+    """predictions.parquet and inputs.parquet from the staged parts; return the challenger section."""
+    names = [f"part-{int(part['index']):05d}.parquet" for part in parts]
+    challenger = challenger_outcome(pinned, parts)
+    _write_predictions(config, pinned, staging, names, folder, work, challenger)
+    # The model's input rows travel with the predictions: monitoring measures drift on them.
+    _concat_staged(staging, "input", names, folder / INPUTS, work, config.data.aws_conn_id, config)
+    return challenger
+
+
+def _counts(
+    output: str,
+    prepared: dict[str, Any],
+    parts: list[dict[str, Any]],
+    rows: int,
+    started_at: datetime | None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the partition's row counts, the run's timings); ScoringError when rows went missing."""
+    entity = next(t for t in prepared["tables"] if t["table"] == prepared["entity_table"])
+    positives = sum(int(s["positives"]) for s in parts)
+    counts = {
+        "input": entity["rows_read"],
+        "scored": rows,
+        "rejected": entity["rows_rejected"],
+        "positives": positives,
+        "mean_probability": round(sum(float(s["probability_sum"]) for s in parts) / rows, 6)
+        if rows
+        else None,
+    }
+    if counts["scored"] + counts["rejected"] != counts["input"]:
+        raise ScoringError(f"{output}: scored + rejected != input rows ({counts}); not publishing")
+    timings = {"prepare_seconds": prepared["prepare_seconds"]}
+    if started_at is not None:
+        duration = round((datetime.now(UTC) - started_at).total_seconds(), 2)
+        timings["run_seconds"] = counts["duration_seconds"] = duration
+    return counts, timings
+
+
+def _partition_record(
+    prepared: dict[str, Any], output: str, counts: dict[str, Any], timings: dict[str, Any]
+) -> dict[str, Any]:
+    """The manifest's account of the partition: what went in, what came out, how long it took."""
+    return {
+        "input": {"location": prepared["input"], "tables": prepared["tables"]},
+        "output": {
+            "location": output,
+            "files": [PREDICTIONS, INPUTS, REJECTS] if counts["scored"] else [PREDICTIONS, REJECTS],
+        },
+        "counts": counts,
+        "rejects_by_table": {t["table"]: t["rows_rejected"] for t in prepared["tables"]},
+        "timings": timings,
+        "published_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
 def publish(
     config: ModelConfig,
     pinned: PinnedModel,
@@ -857,7 +987,6 @@ def publish(
     `started_at` (when the run began) gives the run's duration in the manifest and the counts;
     `day` (YYYY-MM-DD) is the partition's day, which monitoring reads as the window's date.
     """
-
     from tabular_mlops.training import git_commit
 
     conn = config.data.aws_conn_id
@@ -870,33 +999,9 @@ def publish(
         folder.mkdir()
         storage.download(storage.join(staging, REJECTS), folder / REJECTS, conn)
         parts = sorted(scored, key=lambda s: int(s["index"]))
-        rows = sum(int(s["rows"]) for s in parts)
-        if rows != prepared["rows_to_score"]:
-            raise ScoringError(
-                f"{output}: {rows:,} rows scored, {prepared['rows_to_score']:,} staged; not publishing"
-            )
-        names = [f"part-{int(part['index']):05d}.parquet" for part in parts]
-        challenger = challenger_outcome(pinned, parts)
-        _write_predictions(config, pinned, staging, names, folder, work, challenger)
-        # The model's input rows travel with the predictions: monitoring measures drift on them.
-        _concat_staged(staging, "input", names, folder / INPUTS, work, conn, config)
-        entity = next(t for t in prepared["tables"] if t["table"] == prepared["entity_table"])
-        positives = sum(int(s["positives"]) for s in parts)
-        counts = {
-            "input": entity["rows_read"],
-            "scored": rows,
-            "rejected": entity["rows_rejected"],
-            "positives": positives,
-            "mean_probability": round(sum(float(s["probability_sum"]) for s in parts) / rows, 6)
-            if rows
-            else None,
-        }
-        if counts["scored"] + counts["rejected"] != counts["input"]:
-            raise ScoringError(f"{output}: scored + rejected != input rows ({counts}); not publishing")
-        timings = {"prepare_seconds": prepared["prepare_seconds"]}
-        if started_at is not None:
-            duration = round((datetime.now(UTC) - started_at).total_seconds(), 2)
-            timings["run_seconds"] = counts["duration_seconds"] = duration
+        rows = _scored_rows(output, prepared, parts)
+        challenger = _write_partition_files(config, pinned, staging, parts, folder, work)
+        counts, timings = _counts(output, prepared, parts, rows, started_at)
         manifest = {
             "model": config.name,
             "day": day,
@@ -907,15 +1012,7 @@ def publish(
             "run_id": run_id,
             "airflow": origin or {},
             "code_version": git_commit(),
-            "input": {"location": prepared["input"], "tables": prepared["tables"]},
-            "output": {
-                "location": output,
-                "files": [PREDICTIONS, INPUTS, REJECTS] if rows else [PREDICTIONS, REJECTS],
-            },
-            "counts": counts,
-            "rejects_by_table": {t["table"]: t["rows_rejected"] for t in prepared["tables"]},
-            "timings": timings,
-            "published_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            **_partition_record(prepared, output, counts, timings),
         }
         (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
         storage.replace_partition(folder, output, conn, MANIFEST)

@@ -29,8 +29,8 @@ def config_dir() -> Path:
 
 
 def sql_dir() -> Path:
-    """Folder of the feature SQL, one sub-folder per model."""
-    return include_dir() / "sql"
+    """Folder of the feature SQL, one sub-folder per model (MLOPS_SQL_DIR overrides)."""
+    return Path(os.environ.get("MLOPS_SQL_DIR", include_dir() / "sql")).resolve()
 
 
 def data_dir() -> Path:

@@ -270,6 +270,27 @@ class TrainResult:
         return asdict(self)
 
 
+@dataclass
+class _Split:
+    """The model input rows, their labels, and the train / validation / test row positions."""
+
+    frame: pd.DataFrame
+    y: np.ndarray
+    parts: dict[str, np.ndarray]
+
+
+@dataclass
+class _Fitted:
+    """The fitted classifier and the pieces of its fit the run logs."""
+
+    classifier: Any
+    feature_rows: pd.DataFrame
+    categorical: list[str]
+    numeric: list[str]
+    encoded_columns: list[str]  # the preprocessor's output columns, which importance is over
+    best_iteration: int
+
+
 def work_dir_for(config: ModelConfig, run_id: str) -> Path:
     """Folder of one training run's local working files (features, test rows)."""
     return settings.data_dir() / "training" / config.name / run_id
@@ -423,16 +444,7 @@ def _log_parquet(frame: pd.DataFrame, name: str, artifact_path: str) -> None:
         mlflow.log_artifact(str(path), artifact_path=artifact_path)
 
 
-def _log_reference(
-    config: ModelConfig,
-    classifier: Any,
-    frame: pd.DataFrame,
-    feature_rows: pd.DataFrame,
-    held_out: np.ndarray,
-    importance: pd.Series,
-    categorical: list[str],
-    numeric: list[str],
-) -> None:
+def _log_reference(config: ModelConfig, data: _Split, fitted: _Fitted, importance: pd.Series) -> None:
     """Log what monitoring compares a window against: a seeded sample of the validation rows'
     features with the version's probabilities, and the importance of each input feature.
 
@@ -444,14 +456,16 @@ def _log_reference(
 
     from tabular_mlops.drift import column_importance
 
+    classifier, held_out = fitted.classifier, data.parts["valid"]
     rng = np.random.default_rng(config.split.seed)
     take = min(len(held_out), config.monitoring.reference_rows)
     sample = np.sort(rng.choice(held_out, size=take, replace=False))
     key = config.features.entity_key
-    reference = feature_rows.iloc[sample][[key, *classifier.feature_columns]].reset_index(drop=True)
-    reference[REFERENCE_PROBABILITY] = classifier.predict_proba(frame.iloc[sample])
+    reference = fitted.feature_rows.iloc[sample][[key, *classifier.feature_columns]].reset_index(drop=True)
+    reference[REFERENCE_PROBABILITY] = classifier.predict_proba(data.frame.iloc[sample])
     _log_parquet(reference, REFERENCE_FILE, "monitoring")
-    mlflow.log_dict(column_importance(importance, categorical, numeric), "monitoring/column_importance.json")
+    columns = column_importance(importance, fitted.categorical, fitted.numeric)
+    mlflow.log_dict(columns, "monitoring/column_importance.json")
 
 
 def _log_calibrator(
@@ -594,6 +608,130 @@ def _signed_word(signature: str | None) -> str:
     return "signed" if signature else "UNSIGNED: no key"
 
 
+def _load_split(config: ModelConfig, interim_dir: Path, features_path: Path | None) -> _Split:
+    """The model input rows and labels, split by the hash of the entity key."""
+    frame = model_input_frame(config, interim_dir, features_path)
+    y = frame.pop(LABEL).to_numpy()
+    return _Split(frame, y, split_indices(frame[config.features.entity_key], config))
+
+
+def _fit(config: ModelConfig, data: _Split, say: Any) -> _Fitted:
+    """Build the classifier with the config's feature SQL, fit its encoder and booster (early stopping)."""
+    from tabular_mlops.features import read_sql_folder
+    from tabular_mlops.modeling import (
+        build_estimator,
+        build_preprocessor,
+        fit_estimator,
+        make_classifier,
+        positive_weight,
+        split_columns,
+    )
+
+    y, parts = data.y, data.parts
+    sql = read_sql_folder(config.sql_path)
+    classifier = make_classifier(config, sql, [], None, None)
+    feature_rows = classifier.feature_rows(data.frame)
+    categorical, numeric = split_columns(feature_rows, exclude={config.features.entity_key})
+    classifier.feature_columns = categorical + numeric
+    preprocessor = build_preprocessor(categorical, numeric, config.features.scale_numeric)
+    x = feature_rows[classifier.feature_columns]
+    x_train = preprocessor.fit_transform(x.iloc[parts["train"]])
+    x_valid = preprocessor.transform(x.iloc[parts["valid"]])
+    estimator = build_estimator(
+        config.model, positive_weight(config.model, y[parts["train"]]), config.split.seed
+    )
+    say(f"training {config.model.type} on {len(parts['train']):,} rows, {x_train.shape[1]} encoded features")
+    best = fit_estimator(config.model, estimator, x_train, y[parts["train"]], x_valid, y[parts["valid"]])
+    classifier.preprocessor, classifier.estimator = preprocessor, estimator
+    return _Fitted(classifier, feature_rows, categorical, numeric, list(x_train.columns), best)
+
+
+def _lineage(config: ModelConfig, interim_dir: Path, origin: dict[str, str] | None) -> dict[str, str]:
+    """Where a version comes from (code, raw files, config, Airflow run): run and version tags."""
+    return {
+        "git_commit": git_commit(),
+        "input_fingerprint": input_fingerprint(interim_dir),
+        "config_hash": config_hash(config),
+        "interim_dir": str(interim_dir),
+        **{f"airflow_{k}": v for k, v in (origin or {}).items()},
+    }
+
+
+def _log_run_facts(
+    config: ModelConfig, name: str, lineage: dict[str, str], best: int, parts: dict[str, np.ndarray]
+) -> None:
+    """Tag the run with its lineage and library versions; log the config's and the fit's params."""
+    import mlflow
+
+    mlflow.set_tags(
+        {"model": config.name, **lineage, **{f"lib.{k}": v for k, v in library_versions().items()}}
+    )
+    mlflow.log_params({f"model.{k}": v for k, v in config.model.params.items()})
+    mlflow.log_params(
+        {
+            "model.type": config.model.type,
+            "model.threshold": config.model.threshold,
+            "model.imbalance": config.model.imbalance,
+            "split.seed": config.split.seed,
+            "split.test_size": config.split.test_size,
+            "split.validation_size": config.split.validation_size,
+            "model.registered_name": name,
+            "best_iteration": best,
+            "rows.train": len(parts["train"]),
+            "rows.valid": len(parts["valid"]),
+            "rows.test": len(parts["test"]),
+        }
+    )
+
+
+def _log_checks(config: ModelConfig, data: _Split, fitted: _Fitted, interim_dir: Path, say: Any) -> pd.Series:
+    """Log the features and their importance, and what monitoring and serving check the version
+    against (drift reference, calibration map, golden requests); return the importance."""
+    import mlflow
+
+    from tabular_mlops.modeling import feature_importance
+
+    classifier, frame = fitted.classifier, data.frame
+    mlflow.log_dict({"features": classifier.feature_columns}, "features/feature_columns.json")
+    importance = feature_importance(classifier.estimator, fitted.encoded_columns)
+    mlflow.log_dict(importance.head(200).round(6).to_dict(), "features/importance.json")
+    _log_reference(config, data, fitted, importance)
+    _log_calibrator(classifier, frame, data.y, data.parts["valid"], say)
+    _log_golden(config, classifier, frame.iloc[data.parts["test"][:GOLDEN_ROWS]], interim_dir)
+    return importance
+
+
+def _log_model(config: ModelConfig, data: _Split, classifier: Any) -> str:
+    """Log the classifier as the run's pyfunc `model` with its signature; return the logged URI."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    example = signature_frame(data.frame.iloc[data.parts["train"][:5]])
+    signature = infer_signature(example, classifier.predict(None, example))
+    _quiet_cloudpickle_notice()
+    info = mlflow.pyfunc.log_model(
+        name="model",
+        python_model=classifier,
+        signature=signature,
+        input_example=example,
+        code_paths=[str(Path(__file__).resolve().parent)],
+        # Pinned from this environment: MLflow's own inference would load the model in a subprocess.
+        pip_requirements=model_requirements(config),
+    )
+    return str(info.model_uri)
+
+
+def _keep_work_files(config: ModelConfig, run_id: str, data: _Split, importance: pd.Series) -> Path:
+    """Write the test rows and the importance where the evaluate and gate stages read them."""
+    work_dir = work_dir_for(config, run_id)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    test = data.parts["test"]
+    test_rows = data.frame.iloc[test].assign(**{LABEL: data.y[test]})
+    test_rows.to_parquet(work_dir / TEST_ROWS, index=False)
+    importance.to_frame("importance").to_parquet(work_dir / "importance.parquet")
+    return work_dir
+
+
 def train_candidate(
     config: ModelConfig,
     interim_dir: Path,
@@ -610,109 +748,31 @@ def train_candidate(
     and their experiment_name, if any, is the run's experiment.
     """
     import mlflow
-    from mlflow.models import infer_signature
-
-    from tabular_mlops.features import read_sql_folder
-    from tabular_mlops.modeling import (
-        build_estimator,
-        build_preprocessor,
-        feature_importance,
-        fit_estimator,
-        make_classifier,
-        positive_weight,
-        split_columns,
-    )
 
     say = progress or (lambda _m: None)
     started = time.perf_counter()
-    frame = model_input_frame(config, interim_dir, features_path)
-    y = frame.pop(LABEL).to_numpy()
-    key = config.features.entity_key
-    parts = split_indices(frame[key], config)
-    sql = read_sql_folder(config.sql_path)
-
-    classifier = make_classifier(config, sql, [], None, None)
-    feature_rows = classifier.feature_rows(frame)
-    categorical, numeric = split_columns(feature_rows, exclude={key})
-    classifier.feature_columns = categorical + numeric
-    preprocessor = build_preprocessor(categorical, numeric, config.features.scale_numeric)
-    x = feature_rows[classifier.feature_columns]
-    x_train = preprocessor.fit_transform(x.iloc[parts["train"]])
-    x_valid = preprocessor.transform(x.iloc[parts["valid"]])
-    estimator = build_estimator(
-        config.model, positive_weight(config.model, y[parts["train"]]), config.split.seed
-    )
-    say(f"training {config.model.type} on {len(parts['train']):,} rows, {x_train.shape[1]} encoded features")
-    best = fit_estimator(config.model, estimator, x_train, y[parts["train"]], x_valid, y[parts["valid"]])
-    classifier.preprocessor, classifier.estimator = preprocessor, estimator
-
+    data = _load_split(config, interim_dir, features_path)
+    fitted = _fit(config, data, say)
     name = tracking.registered_name(config.model.registered_name)
     experiment_id = tracking.ensure_experiment(experiment_for(config, overrides))
-    lineage = {
-        "git_commit": git_commit(),
-        "input_fingerprint": input_fingerprint(interim_dir),
-        "config_hash": config_hash(config),
-        "interim_dir": str(interim_dir),
-        **{f"airflow_{k}": v for k, v in (origin or {}).items()},
-    }
+    lineage = _lineage(config, interim_dir, origin)
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{config.name}-train") as run:
         run_id = run.info.run_id
         say(f"MLflow run {run_id}")
-        mlflow.set_tags(
-            {"model": config.name, **lineage, **{f"lib.{k}": v for k, v in library_versions().items()}}
-        )
-        mlflow.log_params({f"model.{k}": v for k, v in config.model.params.items()})
-        mlflow.log_params(
-            {
-                "model.type": config.model.type,
-                "model.threshold": config.model.threshold,
-                "model.imbalance": config.model.imbalance,
-                "split.seed": config.split.seed,
-                "split.test_size": config.split.test_size,
-                "split.validation_size": config.split.validation_size,
-                "model.registered_name": name,
-                "best_iteration": best,
-                "rows.train": len(parts["train"]),
-                "rows.valid": len(parts["valid"]),
-                "rows.test": len(parts["test"]),
-            }
-        )
+        _log_run_facts(config, name, lineage, fitted.best_iteration, data.parts)
         _record_overrides(overrides, say)
-        mlflow.log_dict({"features": classifier.feature_columns}, "features/feature_columns.json")
-        importance = feature_importance(estimator, list(x_train.columns))
-        mlflow.log_dict(importance.head(200).round(6).to_dict(), "features/importance.json")
-        _log_reference(
-            config, classifier, frame, feature_rows, parts["valid"], importance, categorical, numeric
-        )
-        _log_calibrator(classifier, frame, y, parts["valid"], say)
-        _log_golden(config, classifier, frame.iloc[parts["test"][:GOLDEN_ROWS]], interim_dir)
-
-        example = signature_frame(frame.iloc[parts["train"][:5]])
-        signature = infer_signature(example, classifier.predict(None, example))
-        _quiet_cloudpickle_notice()
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=classifier,
-            signature=signature,
-            input_example=example,
-            code_paths=[str(Path(__file__).resolve().parent)],
-            # Pinned from this environment: MLflow's own inference would load the model in a subprocess.
-            pip_requirements=model_requirements(config),
-        )
-        work_dir = work_dir_for(config, run_id)
-        work_dir.mkdir(parents=True, exist_ok=True)
-        test_rows = frame.iloc[parts["test"]].assign(**{LABEL: y[parts["test"]]})
-        test_rows.to_parquet(work_dir / TEST_ROWS, index=False)
-        importance.to_frame("importance").to_parquet(work_dir / "importance.parquet")
-        version, model_uri = _register(name, run_id, info.model_uri, lineage, register, say)
+        importance = _log_checks(config, data, fitted, interim_dir, say)
+        logged_uri = _log_model(config, data, fitted.classifier)
+        work_dir = _keep_work_files(config, run_id, data, importance)
+        version, model_uri = _register(name, run_id, logged_uri, lineage, register, say)
     return TrainResult(
         model=config.name,
         run_id=run_id,
         version=version,
         registered_name=name,
         model_uri=model_uri,
-        best_iteration=best,
-        rows={k: len(v) for k, v in parts.items()},
+        best_iteration=fitted.best_iteration,
+        rows={k: len(v) for k, v in data.parts.items()},
         seconds=round(time.perf_counter() - started, 1),
         work_dir=str(work_dir),
     )

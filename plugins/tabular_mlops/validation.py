@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from tabular_mlops.config import TableSpec
+from tabular_mlops.config import ColumnSpec, TableSpec
+from tabular_mlops.contract import allowed_values, expectation_checks
 
 if TYPE_CHECKING:
     import duckdb
@@ -94,37 +95,32 @@ def _severity(level: str) -> Any:
 
 
 def build_expectations(table: TableSpec, present: set[str]) -> list[Any]:
-    """The GX expectations for one table, limited to checks whose columns are present."""
+    """The GX expectations of one table: the checks its row rules do not already enforce.
+
+    A type, a required value or an `error` value rule quarantines a breaking row before GX sees
+    the table, so an expectation of it could never fail; GX judges the table's shape, the label
+    rate, foreign keys and the `warn` rules whose rows stay (`contract.expectation_checks`).
+    """
+    return schema_expectations(table) + value_expectations(table, present)
+
+
+def schema_expectations(table: TableSpec) -> list[Any]:
+    """Every declared column must exist: judged once, on the table's schema."""
+    import great_expectations.expectations as gxe
+
+    return [gxe.ExpectColumnToExist(column=name, severity=_severity("error")) for name in table.columns]
+
+
+def value_expectations(table: TableSpec, present: set[str]) -> list[Any]:
+    """Row count, `warn` value rules, label rate and foreign keys: judged on the rows, batch by batch."""
     import great_expectations.expectations as gxe
 
     expectations: list[Any] = [
         gxe.ExpectTableRowCountToBeBetween(min_value=table.min_rows, severity=_severity("error"))
     ]
     for name, spec in table.columns.items():
-        expectations.append(gxe.ExpectColumnToExist(column=name, severity=_severity("error")))
-        if name not in present:
-            continue
-        if not spec.nullable:
-            expectations.append(gxe.ExpectColumnValuesToNotBeNull(column=name, severity=_severity("error")))
-        if spec.values is not None:
-            value_set = [int(v) for v in spec.values] if spec.type == "int" else [str(v) for v in spec.values]
-            expectations.append(
-                gxe.ExpectColumnValuesToBeInSet(
-                    column=name, value_set=value_set, severity=_severity(spec.severity)
-                )
-            )
-        if spec.min is not None or spec.max is not None:
-            expectations.append(
-                gxe.ExpectColumnValuesToBeBetween(
-                    column=name, min_value=spec.min, max_value=spec.max, severity=_severity(spec.severity)
-                )
-            )
-        if spec.pattern is not None:
-            expectations.append(
-                gxe.ExpectColumnValuesToMatchRegex(
-                    column=name, regex=spec.pattern, severity=_severity(spec.severity)
-                )
-            )
+        if name in present:
+            expectations += _column_expectations(name, spec)
     if table.label is not None and table.label.column in present:
         expectations.append(
             gxe.ExpectColumnMeanToBeBetween(
@@ -145,6 +141,43 @@ def build_expectations(table: TableSpec, present: set[str]) -> list[Any]:
                 )
             )
     return expectations
+
+
+def _column_expectations(name: str, spec: ColumnSpec) -> list[Any]:
+    """One column's `warn` value rules as GX expectations (a range is one expectation)."""
+    import great_expectations.expectations as gxe
+
+    checks = {check.kind: check for check in expectation_checks(spec)}
+    out: list[Any] = []
+    if "values" in checks:
+        severity = _severity(checks["values"].severity)
+        out.append(
+            gxe.ExpectColumnValuesToBeInSet(column=name, value_set=allowed_values(spec), severity=severity)
+        )
+    if "min" in checks or "max" in checks:
+        out.append(
+            gxe.ExpectColumnValuesToBeBetween(
+                column=name,
+                min_value=spec.min if "min" in checks else None,
+                max_value=spec.max if "max" in checks else None,
+                severity=_severity(spec.severity),
+            )
+        )
+    if "pattern" in checks:
+        severity = _severity(checks["pattern"].severity)
+        out.append(
+            gxe.ExpectColumnValuesToMatchRegex(column=name, regex=spec.pattern or "", severity=severity)
+        )
+    return out
+
+
+def expectation_columns(table: TableSpec, present: set[str]) -> list[str]:
+    """The columns the suite reads values of; the others are judged on the table's schema only."""
+    columns = [name for name, spec in table.columns.items() if name in present and expectation_checks(spec)]
+    if table.label is not None and table.label.column in present:
+        columns.append(LABEL_INDICATOR)
+    columns += [fk_indicator(fk.column) for fk in table.foreign_keys if fk.enabled and fk.column in present]
+    return columns
 
 
 def _described(config: Any) -> tuple[str, str | None, str]:
@@ -237,41 +270,50 @@ def run_expectations(
     context: AbstractDataContext,
     table_name: str,
     table: TableSpec,
+    present: set[str],
     batches: Iterable[pd.DataFrame],
     fk_examples: dict[str, list[Any]] | None = None,
 ) -> list[ExpectationOutcome]:
-    """Validate one typed table, batch by batch, with its GX suite; one merged outcome per expectation.
+    """Validate one typed table with its GX suites; one merged outcome per expectation.
 
-    `batches` must yield at least one frame (an empty one with the table's columns for no rows).
+    The schema suite runs once on a frame with the present columns and no rows; the value suite
+    runs on `batches`, which need only `expectation_columns` and must yield at least one frame
+    (an empty one for no rows).
     """
     import great_expectations as gx
 
     source = context.data_sources.add_or_update_pandas(f"{table_name}_source")
-    asset = source.add_dataframe_asset(table_name)
-    batch_definition = asset.add_batch_definition_whole_dataframe("whole")
-    suite: Any = None
+    batch_definition = source.add_dataframe_asset(table_name).add_batch_definition_whole_dataframe("whole")
     tallies: dict[str, _Tally] = {}
     configs: dict[str, Any] = {}
-    for frame in batches:
-        if suite is None:
-            suite = gx.ExpectationSuite(
-                name=f"{table_name}_suite", expectations=build_expectations(table, set(frame.columns))
+    suites = [
+        (f"{table_name}_schema", schema_expectations(table), [pd.DataFrame(columns=sorted(present))]),
+        (f"{table_name}_values", value_expectations(table, present), batches),
+    ]
+    for suite_name, expectations, frames in suites:
+        suite = context.suites.add_or_update(gx.ExpectationSuite(name=suite_name, expectations=expectations))
+        validated = 0
+        for frame in frames:
+            batch = batch_definition.get_batch(batch_parameters={"dataframe": frame})
+            result = batch.validate(
+                suite, result_format={"result_format": "SUMMARY", "partial_unexpected_count": EXAMPLES_SHOWN}
             )
-            suite = context.suites.add_or_update(suite)
-        batch = batch_definition.get_batch(batch_parameters={"dataframe": frame})
-        result = batch.validate(
-            suite, result_format={"result_format": "SUMMARY", "partial_unexpected_count": EXAMPLES_SHOWN}
-        )
-        for item in result.results:
-            config = item.expectation_config
-            assert config is not None  # noqa: S101 - type narrowing: GX fills it for every result
-            key = str(config.id)
-            configs.setdefault(key, config)
-            tallies.setdefault(key, _Tally()).add(config.type, config.kwargs, item, frame)
-    if suite is None:
-        raise ValueError(f"{table_name}: no batch to validate (expected at least an empty frame)")
+            _fold(result, frame, tallies, configs)
+            validated += 1
+        if not validated:
+            raise ValueError(f"{table_name}: no batch to validate (expected at least an empty frame)")
     outcomes = [_outcome(table_name, configs[key], tally, fk_examples) for key, tally in tallies.items()]
     return outcomes + disabled_foreign_keys(table_name, table)
+
+
+def _fold(result: Any, frame: pd.DataFrame, tallies: dict[str, _Tally], configs: dict[str, Any]) -> None:
+    """Add one batch's results to the per-expectation tallies."""
+    for item in result.results:
+        config = item.expectation_config
+        assert config is not None  # noqa: S101 - type narrowing: GX fills it for every result
+        key = str(config.id)
+        configs.setdefault(key, config)
+        tallies.setdefault(key, _Tally()).add(config.type, config.kwargs, item, frame)
 
 
 def disabled_foreign_keys(table_name: str, table: TableSpec) -> list[ExpectationOutcome]:

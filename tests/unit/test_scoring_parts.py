@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 from tabular_mlops import storage
 from tabular_mlops.config import get_model_config
+from tabular_mlops.contract import acceptance_spec
 from tabular_mlops.scoring import (
     _write_chunks,
     checked_threshold,
     partition,
-    scoring_spec,
     staging_location,
     tables_to_read,
 )
@@ -29,7 +29,7 @@ def test_partitions_follow_the_lake_and_staging_sits_beside_them(monkeypatch: py
 
 def test_scoring_rejects_only_what_cannot_be_scored() -> None:
     config = get_model_config("churn")
-    relaxed = scoring_spec(config.data.tables["customers"])
+    relaxed = acceptance_spec(config.data.tables["customers"])
     assert "Churn" not in relaxed.columns and relaxed.label is None
     assert relaxed.columns["InternetService"].severity == "warn"
     assert relaxed.columns["customerID"].nullable is False  # a missing id is still a reject
