@@ -1,12 +1,11 @@
 """The lean request path: records -> feature SQL -> compiled encoder -> one booster call.
 
-The logged pyfunc scores through pandas and scikit-learn's ColumnTransformer, which costs about
-5 ms per call whatever the row count. Here the fitted encoder is compiled once per version into
-index arrays (one-hot positions, imputation values, scaling constants), the booster is called on
-a float64 array with one thread, and the feature SQL runs as a statement prepared once per
-version on a per-thread DuckDB session whose views read table slots (PreparedQuery). Each
-compiled part is checked against the scikit-learn original when the version loads, and the whole
-path must reproduce the version's golden records (models.py).
+The encoder and booster are the version's `tabular_mlops.predictor.Predictor`, the code the
+logged pyfunc scores with too: the fitted encoder compiled into index arrays, checked against
+scikit-learn when the version loads, and the bare booster on one thread per call. The feature SQL
+runs as a statement prepared once per version on a per-thread DuckDB session whose views read
+table slots (PreparedQuery) instead of the pyfunc's pandas round trip. The whole path must
+reproduce the version's golden records (models.py).
 
 A credit-style record without history tables takes the online path: the application part of the
 SQL runs here, the history part comes from the online store (online.py). Records that ask for
@@ -16,7 +15,6 @@ reasons get exact TreeSHAP contributions of the same encoded rows (tabular_mlops
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +23,7 @@ import pyarrow as pa
 from tabular_mlops.config import ModelConfig, TableSpec
 from tabular_mlops.explain import Explainer, explainer_for
 from tabular_mlops.features import FINAL_VIEW, FeatureBuildError, FeatureSession
+from tabular_mlops.predictor import Predictor, as_float
 
 from serving.online import FROM_REQUEST, OnlineHistory
 from serving.schemas import history_tables
@@ -32,7 +31,6 @@ from serving.schemas import history_tables
 log = logging.getLogger("serving")
 Columns = dict[str, np.ndarray]
 _ARROW_TYPES = {"int": pa.int64(), "float": pa.float64()}
-MISSING = "__missing__"  # the fill value of the categorical imputer (modeling.build_preprocessor)
 _PREPARED = "feature_rows"  # the prepared `select * from features` of a session
 
 
@@ -54,13 +52,6 @@ class Scored:
         return len(self.probabilities)
 
 
-def _as_float(values: Any) -> np.ndarray:
-    """A numeric result column as float64 with NaN for nulls (fetchnumpy returns masked arrays)."""
-    if isinstance(values, np.ma.MaskedArray):
-        return np.ma.filled(values.astype(np.float64), np.nan)
-    return np.asarray(values, dtype=np.float64)
-
-
 def _as_objects(values: Any) -> np.ndarray:
     """A text result column as objects with None for nulls."""
     if isinstance(values, np.ma.MaskedArray):
@@ -68,156 +59,6 @@ def _as_objects(values: Any) -> np.ndarray:
         out[np.ma.getmaskarray(values)] = None  # filled(None) would mean "the default fill value"
         return out
     return np.asarray(values, dtype=object)
-
-
-class CompiledEncoder:
-    """The fitted one-hot + impute/scale ColumnTransformer as index arithmetic on arrays."""
-
-    def __init__(self, preprocessor: Any, feature_columns: list[str]) -> None:
-        from sklearn.pipeline import Pipeline
-        from sklearn.preprocessing import OneHotEncoder, StandardScaler
-
-        self.width = 0
-        self.one_hot: list[tuple[str, dict[Any, int]]] = []
-        self.numeric: list[tuple[str, int, float, float, float]] = []  # column, slot, fill, mean, scale
-        for name, transformer, columns in preprocessor.transformers_:
-            if name == "remainder" or transformer == "drop" or not len(columns):
-                continue
-            steps = transformer.steps if isinstance(transformer, Pipeline) else [(None, transformer)]
-            last = steps[-1][1]
-            if isinstance(last, OneHotEncoder):
-                self._compile_one_hot(list(columns), last)
-                continue
-            fill = [np.nan] * len(columns)
-            mean = [0.0] * len(columns)
-            scale = [1.0] * len(columns)
-            for _, step in steps:
-                if step == "passthrough" or (
-                    type(step).__name__ == "FunctionTransformer" and step.func is None
-                ):  # a fitted "passthrough" becomes an identity FunctionTransformer
-                    continue
-                if isinstance(step, StandardScaler):
-                    mean = list(step.mean_) if step.with_mean else mean
-                    scale = list(step.scale_) if step.with_std else scale
-                elif type(step).__name__ == "SimpleImputer":
-                    fill = list(step.statistics_)
-                else:
-                    raise TypeError(f"cannot compile numeric step {type(step).__name__}")
-            for i, column in enumerate(columns):
-                self.numeric.append((column, self.width, float(fill[i]), float(mean[i]), float(scale[i])))
-                self.width += 1
-        self.columns = feature_columns
-        self._vectorise_numeric()
-
-    def _vectorise_numeric(self) -> None:
-        """The numeric columns' slots and constants as arrays, so they are encoded in one pass."""
-        numeric = self.numeric
-        self._numeric_columns = [column for column, *_ in numeric]
-        self._numeric_slots = np.asarray([slot for _, slot, *_ in numeric], dtype=np.intp)
-        self._fill = np.asarray([fill for _, _, fill, _, _ in numeric], dtype=np.float64)
-        self._imputed = self._fill == self._fill  # a NaN fill: no imputer was fitted
-        self._mean = np.asarray([mean for *_, mean, _ in numeric], dtype=np.float64)
-        self._scale = np.asarray([scale for *_, scale in numeric], dtype=np.float64)
-
-    def _compile_one_hot(self, columns: list[str], encoder: Any) -> None:
-        """Slots per category: frequent ones in fitted order, then the shared infrequent slot."""
-        if encoder.handle_unknown != "ignore" or encoder.drop is not None:
-            raise TypeError("only one-hot encoders with handle_unknown='ignore' and no drop compile")
-        infrequent = getattr(encoder, "infrequent_categories_", [None] * len(columns))
-        for i, column in enumerate(columns):
-            rare = set() if infrequent[i] is None else set(infrequent[i].tolist())
-            slots: dict[Any, int] = {}
-            for category in encoder.categories_[i].tolist():
-                if category not in rare:
-                    slots[category] = self.width
-                    self.width += 1
-            if rare:
-                for category in rare:
-                    slots[category] = self.width
-                self.width += 1
-            self.one_hot.append((column, slots))
-
-    def probe(self) -> Columns:
-        """Feature rows covering every category, a missing and an unseen value, and odd numbers."""
-        rows = max([len(slots) + 3 for _, slots in self.one_hot] + [6])
-        probe: Columns = {}
-        for column, slots in self.one_hot:
-            values: list[Any] = [*slots, None, np.nan, "__never_seen__"]
-            probe[column] = np.asarray([values[i % len(values)] for i in range(rows)], dtype=object)
-        numbers = [np.nan, 0.0, -1.5, 1e6, 3.25, -0.0]
-        for column, *_ in self.numeric:
-            probe[column] = np.asarray([numbers[(i + len(probe)) % len(numbers)] for i in range(rows)])
-        return probe
-
-    def __call__(self, features: Columns, rows: int) -> np.ndarray:
-        """The encoded float64 matrix the booster takes, from feature columns."""
-        out = np.zeros((rows, self.width), dtype=np.float64)
-        for column, slots in self.one_hot:
-            values = features.get(column)
-            for row in range(rows):
-                value = None if values is None else values[row]
-                # Only NaN is imputed: scikit-learn's imputer leaves None alone, so a SQL null
-                # (None from DuckDB) is a category of its own, as it was at training.
-                if isinstance(value, float) and value != value:
-                    value = MISSING
-                slot = slots.get(value)
-                if slot is not None:
-                    out[row, slot] = 1.0
-        if self.numeric:
-            # Column by column this was 500 small numpy calls for credit_risk; one matrix is
-            # the same arithmetic, value for value.
-            x = np.empty((rows, len(self._numeric_columns)), dtype=np.float64)
-            for j, column in enumerate(self._numeric_columns):
-                values = features.get(column)
-                x[:, j] = np.nan if values is None else _as_float(values)
-            x = np.where(np.isnan(x) & self._imputed, self._fill, x)
-            out[:, self._numeric_slots] = (x - self._mean) / self._scale
-        return out
-
-
-def compile_encoder(preprocessor: Any, feature_columns: list[str]) -> Callable[[Columns, int], np.ndarray]:
-    """The compiled encoder, or scikit-learn's own transform when the pipeline does not compile."""
-    import pandas as pd
-
-    def reference(features: Columns, rows: int) -> np.ndarray:
-        frame = pd.DataFrame({c: features.get(c, np.full(rows, np.nan)) for c in feature_columns})
-        return np.asarray(preprocessor.transform(frame), dtype=np.float64)
-
-    try:
-        compiled = CompiledEncoder(preprocessor, feature_columns)
-        probe = compiled.probe()
-        rows = len(next(iter(probe.values())))
-        ours, theirs = compiled(probe, rows), reference(probe, rows)
-        worst = float(np.nanmax(np.abs(ours - theirs), initial=0.0))
-        if worst > 0 or not np.array_equal(np.isnan(ours), np.isnan(theirs)):
-            raise TypeError(f"compiled encoder differs from scikit-learn's by {worst:.3g}")
-    except (TypeError, AttributeError, ValueError) as exc:
-        log.warning("encoder not compiled (%s); using scikit-learn's transform", exc)
-        return reference
-    return compiled
-
-
-def compile_booster(estimator: Any) -> Callable[[np.ndarray], np.ndarray]:
-    """Positive-class probabilities from the bare booster, one thread per call."""
-    if hasattr(estimator, "booster_"):  # LightGBM
-        booster = estimator.booster_
-        iterations = getattr(estimator, "best_iteration_", None) or None
-
-        def lightgbm(x: np.ndarray) -> np.ndarray:
-            return np.asarray(booster.predict(x, num_iteration=iterations, num_threads=1), dtype=float)
-
-        return lightgbm
-    if hasattr(estimator, "get_booster"):  # XGBoost
-        booster = estimator.get_booster()
-        booster.set_param({"nthread": 1})
-        best = getattr(estimator, "best_iteration", None)
-        rounds = (0, int(best) + 1) if best is not None else (0, 0)
-
-        def xgboost(x: np.ndarray) -> np.ndarray:
-            return np.asarray(booster.inplace_predict(x, iteration_range=rounds), dtype=float)
-
-        return xgboost
-    return lambda x: np.asarray(estimator.predict_proba(x)[:, 1], dtype=float)
 
 
 def arrow_table(records: list[dict[str, Any]], table: TableSpec, drop: set[str] = frozenset()) -> pa.Table:  # type: ignore[assignment]
@@ -308,15 +149,12 @@ class LeanScorer:
         label = self.entity.label.column if self.entity.label is not None else None
         self.drop = {label} if label else set()
         self.ids = _id_columns(config)
-        self.encode = compile_encoder(classifier.preprocessor, classifier.feature_columns)
-        self.compiled = isinstance(self.encode, CompiledEncoder)
-        self.predict = compile_booster(classifier.estimator)
-        # Columns of the encoded matrix, once: the reference encoder would ask scikit-learn per batch.
-        self.width = (
-            self.encode.width
-            if isinstance(self.encode, CompiledEncoder)
-            else len(classifier.preprocessor.get_feature_names_out())
-        )
+        # One thread per call: the service scores on one scorer thread per worker.
+        self.predictor = Predictor(classifier.preprocessor, classifier.estimator, classifier.feature_columns)
+        self.encode = self.predictor.encode
+        self.compiled = self.predictor.compiled
+        self.predict = self.predictor.predict
+        self.width = self.predictor.width
         self._session: FeatureSession | None = None
         self._query: PreparedQuery | None = None
         # Requests that bring only the application: the history part comes from the online store.
@@ -414,7 +252,7 @@ class LeanScorer:
         out: Columns = {}
         for column, values in result.items():
             kind = values.dtype.kind
-            column_values = _as_objects(values) if kind in "OUS" else _as_float(values)
+            column_values = _as_objects(values) if kind in "OUS" else as_float(values)
             out[column] = column_values[order]
         return out
 
@@ -491,5 +329,6 @@ class LeanScorer:
 
     def score_feature_rows(self, frame: Any) -> np.ndarray:
         """Probabilities of feature-table rows (the golden records of a feature-row model)."""
+        # Always the compiled encoder (not Predictor.proba's dtype rule): the golden rows check it.
         features = {c: frame[c].to_numpy() for c in frame.columns}
         return self.predict(self.encode(features, len(frame)))

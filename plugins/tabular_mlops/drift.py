@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from tabular_mlops.predictor import MISSING
+
 EPSILON = 1e-4  # floor of a bin share, so an empty bin gives a large but finite PSI
-MISSING = "__missing__"
 
 
 def psi(expected: np.ndarray, actual: np.ndarray) -> float:

@@ -1,12 +1,13 @@
 """Reason codes: exact TreeSHAP contributions from the model's own trees, per source field.
 
 `Explainer` takes the fitted parts of a `modeling.TabularClassifier` and the encoded float64
-matrix its booster scores (serving's compiled encoder output, or `Explainer.encode` of a feature
-frame). The booster computes the TreeSHAP values itself (XGBoost `pred_contribs`, LightGBM
-`pred_contrib`) over the trees serving's `compile_booster` calls (up to the best iteration), so a
-row's contributions plus its base value add up to the margin whose sigmoid is its probability.
-One-hot columns are summed back to the field they encode: a reason names NAME_INCOME_TYPE, never
-one category's slot, and an infrequent category's shared slot counts for its field like any other.
+matrix its booster scores (the output of `tabular_mlops.predictor`'s compiled encoder, or
+`Explainer.encode` of a feature frame). The booster computes the TreeSHAP values itself (XGBoost
+`pred_contribs`, LightGBM `pred_contrib`) over the trees `predictor.compile_booster` calls (up to
+the best iteration), so a row's contributions plus its base value add up to the margin whose
+sigmoid is its probability. One-hot columns are summed back to the field they encode: a reason
+names NAME_INCOME_TYPE, never one category's slot, and an infrequent category's shared slot counts
+for its field like any other.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def _xgboost_calls(estimator: Any, threads: int) -> tuple[Matrix, Matrix]:
     booster = estimator.get_booster().copy()
     booster.set_param({"nthread": threads})
     best = getattr(estimator, "best_iteration", None)
-    rounds = (0, int(best) + 1) if best is not None else (0, 0)  # as serving.lean.compile_booster
+    rounds = (0, int(best) + 1) if best is not None else (0, 0)  # as predictor.compile_booster
 
     def contributions(x: np.ndarray) -> np.ndarray:
         matrix = xgboost.DMatrix(x, nthread=threads)
@@ -92,7 +93,7 @@ def _xgboost_calls(estimator: Any, threads: int) -> tuple[Matrix, Matrix]:
 def _lightgbm_calls(estimator: Any, threads: int) -> tuple[Matrix, Matrix]:
     """(contributions, margin) of an LGBMClassifier over its best iteration's trees."""
     booster = estimator.booster_
-    iterations = getattr(estimator, "best_iteration_", None) or None  # as serving.lean.compile_booster
+    iterations = getattr(estimator, "best_iteration_", None) or None  # as predictor.compile_booster
 
     def contributions(x: np.ndarray) -> np.ndarray:
         return booster.predict(x, num_iteration=iterations, pred_contrib=True, num_threads=threads)

@@ -3,7 +3,9 @@
 `TabularClassifier` takes what the outside world has (the raw entity record for churn, the feature
 store row for credit_risk), runs the model's own SQL when its input is raw, encodes categories with
 the encoder fitted at training time (unseen or missing categories become all-zero one-hot columns,
-so columns never shift) and returns the probability of the positive class.
+so columns never shift) and returns the probability of the positive class. It scores through a
+`predictor.Predictor` (the compiled encoder and the bare booster the service calls too), built on
+first use and never pickled.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 from tabular_mlops.config import ModelConfig, ModelSpec
+from tabular_mlops.predictor import MISSING, Predictor, estimator_threads
 
 PROBABILITY = "probability"
 
@@ -40,7 +43,7 @@ def build_preprocessor(categorical: list[str], numeric: list[str], scale_numeric
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
     encoder = make_pipeline(
-        SimpleImputer(strategy="constant", fill_value="__missing__"),
+        SimpleImputer(strategy="constant", fill_value=MISSING),
         OneHotEncoder(handle_unknown="ignore", min_frequency=5, sparse_output=False, dtype=np.float32),
     )
     numbers: Any = "passthrough"
@@ -161,6 +164,35 @@ class TabularClassifier(PythonModel):
         self.feature_columns = feature_columns
         self.preprocessor = preprocessor
         self.estimator = estimator
+        self._predictor: Predictor | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What pickling keeps: the fitted parts, not the compiled predictor (closures over boosters,
+        rebuilt from the parts on first use)."""
+        state = self.__dict__.copy()
+        state.pop("_predictor", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore a pickle, also one logged before the predictor existed (registered versions)."""
+        self.__dict__.update(state)
+        self._predictor = None
+
+    def predictor(self) -> Predictor:
+        """The compiled predictor of the fitted parts: built on first use, again if a part changes."""
+        built = getattr(self, "_predictor", None)
+        if (
+            built is None
+            or built.preprocessor is not self.preprocessor
+            or built.estimator is not self.estimator
+            or built.feature_columns != list(self.feature_columns)
+        ):
+            # The estimator's own thread count, as its predict_proba used: batch scoring keeps
+            # the parallelism it was configured with (the service builds its own, one thread).
+            threads = estimator_threads(self.estimator)
+            built = Predictor(self.preprocessor, self.estimator, self.feature_columns, threads)
+            self._predictor = built
+        return built
 
     def feature_rows(self, model_input: pd.DataFrame, session: Any = None) -> pd.DataFrame:
         """All feature-table columns for the input: the model's SQL for raw records, else the input.
@@ -192,8 +224,7 @@ class TabularClassifier(PythonModel):
 
     def predict_proba(self, model_input: pd.DataFrame, session: Any = None) -> np.ndarray:
         """Probability of the positive class per input row."""
-        encoded = self.preprocessor.transform(self.features(model_input, session))
-        return np.asarray(self.estimator.predict_proba(encoded)[:, 1], dtype=float)
+        return self.predictor().proba(self.features(model_input, session))
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> Any:
         """pyfunc entry point: a frame with one `probability` column."""

@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from tabular_mlops.modeling import build_preprocessor
+from tabular_mlops.predictor import CompiledEncoder, compile_booster, compile_encoder
 
 from serving.batching import Batcher
-from serving.lean import CompiledEncoder, LeanScorer, ScoringInputError, compile_booster, compile_encoder
+from serving.lean import LeanScorer, ScoringInputError
 
 
 def _training_frame(rows: int = 400, seed: int = 0) -> pd.DataFrame:
@@ -64,7 +65,7 @@ def test_bare_booster_call_gives_the_estimator_probabilities(kind: str) -> None:
 
         model = lightgbm.LGBMClassifier(n_estimators=200, verbose=-1)
         stop = lightgbm.early_stopping(5, verbose=False)
-        model.fit(x[:400], y[:400], eval_set=[(x[400:], y[400:])], callbacks=[stop])
+        model.fit(x[:400], y[:400], eval_X=(x[400:],), eval_y=(y[400:],), callbacks=[stop])
     else:
         from xgboost import XGBClassifier
 
