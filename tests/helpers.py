@@ -101,3 +101,27 @@ def asset_events(name: str, source_run_id: str) -> list[Any]:
         )
         session.expunge_all()
         return list(events)
+
+
+def fit_feature_classifier(frame: Any, y: Any, spec: Any, scale: bool, train_rows: int) -> tuple[Any, int]:
+    """A feature-row TabularClassifier fitted as training fits one; (classifier, best iteration).
+
+    The rows after `train_rows` are the early-stopping validation split.
+    """
+    from tabular_mlops.modeling import (
+        TabularClassifier,
+        build_estimator,
+        build_preprocessor,
+        fit_estimator,
+        split_columns,
+    )
+
+    categorical, numeric = split_columns(frame, exclude=set())
+    preprocessor = build_preprocessor(categorical, numeric, scale)
+    train, valid = slice(0, train_rows), slice(train_rows, None)
+    x_train = preprocessor.fit_transform(frame.iloc[train])
+    estimator = build_estimator(spec, 1.0, 0)
+    x_valid = preprocessor.transform(frame.iloc[valid])
+    best = fit_estimator(spec, estimator, x_train, y[train], x_valid, y[valid])
+    columns = categorical + numeric
+    return TabularClassifier("t", "features", "t", "id", None, columns, preprocessor, estimator), best

@@ -13,6 +13,7 @@ import math
 import re
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -685,10 +686,18 @@ def _add_promote(sub: _Subcommands) -> None:
 
 def _add_archive_challenger(sub: _Subcommands) -> None:
     """The `mlops archive-challenger` subcommand."""
-    ar = sub.add_parser("archive-challenger", help="stop shadowing: park the challenger alias on production")
-    ar.add_argument("--model", required=True)
-    ar.add_argument("--reason", default=None)
-    ar.set_defaults(handler=_archive_challenger)
+    help_text = "stop shadowing: park the challenger alias on production"
+    _add_alias_move(sub, "archive-challenger", help_text, _archive_challenger)
+
+
+def _add_alias_move(
+    sub: _Subcommands, name: str, help_text: str, handler: Callable[[argparse.Namespace], int]
+) -> None:
+    """A registry move that takes only the model and a reason (archive-challenger, rollback)."""
+    move = sub.add_parser(name, help=help_text)
+    move.add_argument("--model", required=True)
+    move.add_argument("--reason", default=None)
+    move.set_defaults(handler=handler)
 
 
 def _add_answers(sub: _Subcommands) -> None:
@@ -704,10 +713,7 @@ def _add_answers(sub: _Subcommands) -> None:
 
 def _add_rollback(sub: _Subcommands) -> None:
     """The `mlops rollback` subcommand."""
-    rb = sub.add_parser("rollback", help="move production back to the previous version")
-    rb.add_argument("--model", required=True)
-    rb.add_argument("--reason", default=None)
-    rb.set_defaults(handler=_rollback)
+    _add_alias_move(sub, "rollback", "move production back to the previous version", _rollback)
 
 
 def _add_sign(sub: _Subcommands) -> None:

@@ -21,6 +21,8 @@ from tabular_mlops.modeling import (
     split_columns,
 )
 
+from tests.helpers import fit_feature_classifier
+
 CONFIGS = Path(__file__).resolve().parents[2] / "include" / "configs"
 RARE = ["rare_a", "rare_b"]  # fewer than min_frequency (5) rows each: one shared infrequent slot
 DESCRIPTIONS = {"segment": "Customer segment", "income": "Yearly income"}
@@ -60,18 +62,8 @@ def _classifier(kind: str, scale: bool) -> tuple[TabularClassifier, pd.DataFrame
     params = {"n_estimators": 400, "learning_rate": 0.1, "n_jobs": 1}
     params.update({"max_depth": 4} if kind == "xgboost" else {"num_leaves": 15, "min_child_samples": 5})
     spec = ModelSpec(type=kind, registered_name="t", early_stopping_rounds=10, params=params)
-    categorical, numeric = split_columns(frame, exclude=set())
-    preprocessor = build_preprocessor(categorical, numeric, scale)
-    train, valid = slice(0, 1000), slice(1000, None)
-    x_train = preprocessor.fit_transform(frame.iloc[train])
-    estimator = build_estimator(spec, 1.0, 0)
-    best = fit_estimator(
-        spec, estimator, x_train, y[train], preprocessor.transform(frame.iloc[valid]), y[valid]
-    )
+    classifier, best = fit_feature_classifier(frame, y, spec, scale, train_rows=1000)
     assert best < 400  # early stopping cut trees: contributions must not count the ones after it
-    classifier = TabularClassifier(
-        "t", "features", "t", "id", None, categorical + numeric, preprocessor, estimator
-    )
     return classifier, frame
 
 

@@ -17,10 +17,10 @@ from tabular_mlops.modeling import (
     TabularClassifier,
     build_estimator,
     build_preprocessor,
-    fit_estimator,
-    split_columns,
 )
 from tabular_mlops.predictor import MISSING, PROBABILITY_TOLERANCE, CompiledEncoder, Predictor
+
+from tests.helpers import fit_feature_classifier
 
 # The attributes a TabularClassifier had before the predictor existed: what registered pickles hold.
 OLD_ATTRIBUTES = [
@@ -62,14 +62,7 @@ def _classifier(kind: str, scale: bool, n_jobs: int = 1) -> tuple[TabularClassif
     params: dict[str, Any] = {"n_estimators": 200, "learning_rate": 0.1, "n_jobs": n_jobs}
     params.update({"max_depth": 3} if kind == "xgboost" else {"num_leaves": 7})
     spec = ModelSpec(type=kind, registered_name="t", early_stopping_rounds=5, params=params)
-    categorical, numeric = split_columns(frame, exclude=set())
-    preprocessor = build_preprocessor(categorical, numeric, scale)
-    train, valid = slice(0, 600), slice(600, None)
-    x_train = preprocessor.fit_transform(frame.iloc[train])
-    estimator = build_estimator(spec, 1.0, 0)
-    fit_estimator(spec, estimator, x_train, y[train], preprocessor.transform(frame.iloc[valid]), y[valid])
-    columns = categorical + numeric
-    classifier = TabularClassifier("t", "features", "t", "id", None, columns, preprocessor, estimator)
+    classifier, _ = fit_feature_classifier(frame, y, spec, scale, train_rows=600)
     return classifier, frame
 
 
