@@ -100,6 +100,10 @@ bench-challenger: $(STAMP)
 bench-materialize: $(STAMP)
 	$(BIN)/python benchmarks/bench_materialize.py --rows $(ROWS) $(if $(RAW),--raw $(RAW)) --json benchmarks/materialize.json
 
+## The full-size credit chain in one process with dag.test(): train, score 48,744 applicants, monitor (ROWS=307511, RAW=)
+bench-chain: $(STAMP)
+	$(BIN)/python benchmarks/bench_chain.py --rows $(ROWS) $(if $(RAW),--raw $(RAW)) --json benchmarks/chain.json
+
 ## Time credit_risk training on generated applicants (ROWS=20000 by default here)
 bench-train: $(STAMP)
 	$(BIN)/python benchmarks/bench_train.py --rows $(if $(filter 307511,$(ROWS)),20000,$(ROWS)) --json benchmarks/train.json
@@ -148,4 +152,4 @@ logs:
 clean:
 	rm -rf data reports site .pytest_cache .ruff_cache .mypy_cache
 
-.PHONY: help install lock demo browser test audit test-stack lint serve bench bench-home-credit bench-scoring bench-monitoring bench-challenger bench-materialize bench-train bench-serving bench-uploads monitoring-ui up down logs clean
+.PHONY: help install lock demo browser test audit test-stack lint serve bench bench-home-credit bench-scoring bench-monitoring bench-challenger bench-materialize bench-chain bench-train bench-serving bench-uploads monitoring-ui up down logs clean

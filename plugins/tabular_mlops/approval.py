@@ -14,7 +14,7 @@ from __future__ import annotations
 import html
 import logging
 import os
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
@@ -277,3 +277,28 @@ def wire(
     branch >> [approve, acted]
     approve >> acted
     [approve, acted] >> record_answer_task(subject)
+
+
+def approve_in_background(model: str, comment: str, user: dict[str, str], timeout: float = 600) -> None:
+    """Answer Approve to this run's question of `<model>_training` from a thread (dag.test() runs).
+
+    Only a question asked from now on is answered: an interrupted earlier run may have left one
+    parked. A run that ends without asking (a refused gate) leaves nothing to answer.
+    """
+    import threading
+
+    from airflow.models import import_all_models
+
+    # Import Airflow's models here, not in the thread: SQLAlchemy configures the mappers on the
+    # first query while holding its lock, and a thread importing a model module at that moment
+    # deadlocks with it (seen: bench-chain hung in a fresh process at the first dag.test()).
+    import_all_models()
+    since = datetime.now(UTC)
+
+    def approve() -> None:
+        try:
+            answer_in_metadata_db(f"{model}_training", APPROVE, comment, user, timeout=timeout, since=since)
+        except TimeoutError:
+            pass
+
+    threading.Thread(target=approve, daemon=True).start()

@@ -107,30 +107,6 @@ def _prepare_airflow(story: Story) -> None:
     story.say(f"{OK} Airflow metadata DB ready in {home} ({seconds(started)})")
 
 
-def _approve_in_background(model: str) -> None:
-    """Where promotion needs a person, answer `<model>_training`'s approval as user `demo`."""
-    import threading
-
-    from tabular_mlops.approval import APPROVE, answer_in_metadata_db
-
-    # Only this run's question: an interrupted earlier demo may have left one parked.
-    since = datetime.now(UTC)
-
-    def approve() -> None:
-        try:
-            answer_in_metadata_db(
-                f"{model}_training",
-                APPROVE,
-                "approved by make demo",
-                {"id": "demo", "name": "demo"},
-                since=since,
-            )
-        except TimeoutError:  # the run ended before asking (a refused gate): nothing to approve
-            pass
-
-    threading.Thread(target=approve, daemon=True).start()
-
-
 def _run_dag(story: Story, bag: Any, dag_id: str, log_suffix: str = "", **test_args: Any) -> Any:
     """One `dag.test()` with a progress bar, its output in the step's log file."""
     dag = bag.get_dag(dag_id)
@@ -157,7 +133,9 @@ def _train(story: Story, bag: Any, model: str, outcome: ModelOutcome) -> bool:
         f"{OK} generated {rows:,} {noun} ({dataset}, {DIRTY_ROWS} dirty rows) in {out} ({seconds(started)})"
     )
     if get_model_config(model).promotion.approval == "required":
-        _approve_in_background(model)
+        from tabular_mlops.approval import approve_in_background
+
+        approve_in_background(model, "approved by make demo", {"id": "demo", "name": "demo"})
     started = time.perf_counter()
     run = _run_dag(story, bag, f"{model}_training", run_conf={"data": str(out)})
     outcome.training = str(run.state)

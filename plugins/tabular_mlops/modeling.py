@@ -199,7 +199,9 @@ class TabularClassifier(PythonModel):
 
         `session` (a features.FeatureSession over this model's SQL) reuses prepared views.
         """
-        frame = pd.DataFrame(model_input).reset_index(drop=True)
+        frame = pd.DataFrame(model_input)
+        if not frame.index.equals(pd.RangeIndex(len(frame))):  # reset_index copies every column
+            frame = frame.reset_index(drop=True)
         if self.input_kind == "raw":
             from tabular_mlops.features import features_from_frames
 

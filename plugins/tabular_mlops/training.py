@@ -313,19 +313,43 @@ def label_vector(config: ModelConfig, frame: pd.DataFrame) -> np.ndarray:
 def model_input_frame(config: ModelConfig, interim_dir: Path, features_path: Path | None) -> pd.DataFrame:
     """Rows the logged model takes (raw entity records or feature rows) plus the label column."""
     table = config.data.label_table
-    entity = pd.read_parquet(Path(interim_dir) / f"{table}.parquet")
     label_spec = config.data.tables[table].label
     assert label_spec is not None  # noqa: S101 - type narrowing: label_table is the table with a label
-    y = label_vector(config, entity)
     key = config.features.entity_key
+    entity_path = Path(interim_dir) / f"{table}.parquet"
     if config.features.model_input == "raw":
-        frame = entity.drop(columns=[label_spec.column])
-    else:
-        if features_path is None:
-            raise ValueError(f"{config.name}: the feature table is needed (features.model_input = features)")
-        features = pd.read_parquet(features_path)
-        frame = entity[[key]].merge(features, on=key, how="left", validate="one_to_one")
-    return frame.assign(**{LABEL: y})
+        entity = pd.read_parquet(entity_path)
+        return entity.drop(columns=[label_spec.column]).assign(**{LABEL: label_vector(config, entity)})
+    if features_path is None:
+        raise ValueError(f"{config.name}: the feature table is needed (features.model_input = features)")
+    entity = pd.read_parquet(entity_path, columns=[key, label_spec.column])
+    frame = _feature_rows_of(features_path, key, entity[key])
+    return frame.assign(**{LABEL: label_vector(config, entity)})
+
+
+def _feature_rows_of(features_path: Path, key: str, keys: pd.Series) -> pd.DataFrame:
+    """The feature rows of `keys` in their order (all-null where an entity has none), read once.
+
+    The rows are taken in Arrow and converted column by column, freeing each as it goes, and Arrow's
+    pool hands the pages it no longer uses back to the system: a merge of two pandas frames, with
+    the pool keeping what parquet decoding had used, held 5.1 GB for a 1.5 GB table at full size.
+    """
+    import pyarrow.parquet as pq
+
+    pool = pa.default_memory_pool()
+    table = pq.read_table(features_path)
+    pool.release_unused()
+    index = pd.Index(table.column(key).to_numpy())
+    if not index.is_unique:
+        raise ValueError(f"{features_path}: the feature table repeats {key} values")
+    positions = index.get_indexer(keys.to_numpy())
+    rows = table.take(pa.array(positions, mask=positions < 0))
+    del table
+    frame = rows.to_pandas(self_destruct=True, split_blocks=True)
+    del rows
+    pool.release_unused()
+    frame[key] = keys.to_numpy()  # entities without a feature row keep their key, as a left join does
+    return frame
 
 
 def split_positions(keys: pd.Series, split: SplitSpec) -> np.ndarray:
@@ -634,9 +658,11 @@ def _fit(config: ModelConfig, data: _Split, say: Any) -> _Fitted:
     categorical, numeric = split_columns(feature_rows, exclude={config.features.entity_key})
     classifier.feature_columns = categorical + numeric
     preprocessor = build_preprocessor(categorical, numeric, config.features.scale_numeric)
-    x = feature_rows[classifier.feature_columns]
-    x_train = preprocessor.fit_transform(x.iloc[parts["train"]])
-    x_valid = preprocessor.transform(x.iloc[parts["valid"]])
+    # One take per part (rows and columns at once): a full column selection first would copy the
+    # whole feature table once more.
+    columns = feature_rows.columns.get_indexer(classifier.feature_columns)
+    x_train = preprocessor.fit_transform(feature_rows.iloc[parts["train"], columns])
+    x_valid = preprocessor.transform(feature_rows.iloc[parts["valid"], columns])
     estimator = build_estimator(
         config.model, positive_weight(config.model, y[parts["train"]]), config.split.seed
     )

@@ -101,3 +101,22 @@ def test_the_docs_name_the_metric_early_stopping_watches() -> None:
     page = (PROJECT_DIR / "docs" / "training.md").read_text()
     assert "early stopping on validation log loss" in page
     assert "validation AUC" not in page
+
+
+def test_feature_rows_follow_the_entities_as_a_left_join_does(tmp_path: Path) -> None:
+    """Rows in the entity table's order, an entity without features all null but keyed, and a
+    feature table that repeats a key refused; the same frame pandas' one_to_one merge gives."""
+    from tabular_mlops.training import _feature_rows_of
+
+    features = pd.DataFrame({"id": [3, 1, 2], "kind": ["c", "a", None], "x": [0.3, 0.1, 0.2]})
+    features.to_parquet(tmp_path / "f.parquet", index=False)
+    entities = pd.Series([1, 2, 3, 4], name="id")
+    rows = _feature_rows_of(tmp_path / "f.parquet", "id", entities)
+    merged = entities.to_frame().merge(features, on="id", how="left", validate="one_to_one")
+    assert list(rows.columns) == list(merged.columns)
+    assert rows["id"].tolist() == [1, 2, 3, 4]
+    assert rows["kind"].iloc[:3].tolist() == ["a", None, "c"] and pd.isna(rows["kind"].iloc[3])
+    np.testing.assert_array_equal(rows["x"].to_numpy(), merged["x"].to_numpy())
+    pd.concat([features, features.head(1)]).to_parquet(tmp_path / "dup.parquet", index=False)
+    with pytest.raises(ValueError, match="repeats id values"):
+        _feature_rows_of(tmp_path / "dup.parquet", "id", entities)
