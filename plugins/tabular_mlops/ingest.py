@@ -561,7 +561,9 @@ def _validate_tables(config: ModelConfig, report: IngestReport, paths: _RunPaths
                 report.tables[name] = TableReport(
                     table=name, file=spec.file, found=False, source=paths.location
                 )
-                report.expectations += _table_level_outcomes(name, report.tables[name], 1.0)
+                report.expectations += _table_level_outcomes(
+                    name, report.tables[name], config.data.max_quarantine_share
+                )
                 say(f"{name}: {label} not found")
                 continue
             table_report = _read_table(name, spec, path, label, paths, say)
